@@ -1,0 +1,53 @@
+"""What the trainer needs from a task: batches for one epoch, a training loss, an evaluation.
+
+A task owns its data (already on the training device), its model and its loss, so the trainer stays one
+short loop that knows nothing about images, text or synthetic objectives.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+
+class Task:
+    """Base class. Subclasses set ``model`` and ``metric_names`` and implement the three methods.
+
+    ``metric_names``: what ``evaluate`` returns besides ``loss`` (e.g. ``("acc",)``); the trainer logs
+    ``{split}_{metric}`` columns for split in train/val/test.
+    """
+
+    name: str
+    model: nn.Module
+    metric_names: tuple[str, ...] = ()
+    #: larger is better for the metric that picks best.pth ("loss" -> smaller is better)
+    best_metric: str = "loss"
+
+    def steps_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def train_batches(self, generator: torch.Generator) -> Iterator[Any]:
+        """Yield the batches of one training epoch; randomness (shuffle, augmentation) only from generator."""
+        raise NotImplementedError
+
+    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training forward pass: the scalar loss to backpropagate and per-batch metric tensors
+        (e.g. {"acc": fraction correct}) that the trainer averages into the epoch's train_* columns."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Metrics of the current model on 'train', 'val' or 'test': {"loss": ..., **metric_names}."""
+        raise NotImplementedError
+
+    def start_epoch(self) -> None:
+        """Hook at the start of each training epoch (e.g. reset a language model's hidden state)."""
+
+    def after_step(self) -> None:
+        """Hook after each optimizer step (e.g. project onto a constraint set)."""
+
+    def extras(self) -> dict[str, float]:
+        """Task quantities logged per epoch besides the metrics (e.g. the iterate x of a 1-D problem)."""
+        return {}
