@@ -51,3 +51,11 @@ class Task:
     def extras(self) -> dict[str, float]:
         """Task quantities logged per epoch besides the metrics (e.g. the iterate x of a 1-D problem)."""
         return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Task state beyond the model that a resumed run needs (e.g. an online problem's step counter).
+        Saved in checkpoint.pth, so it must hold only tensors, numbers, strings, lists and dicts."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned."""
