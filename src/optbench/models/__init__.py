@@ -1,0 +1,30 @@
+"""Model zoo of the seed papers, built by name: ``build_model("resnet34", num_classes=10)``.
+
+``_MODELS`` maps a name to "module:factory" under optbench.models, imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from torch import nn
+
+_MODELS: dict[str, str] = {
+    "logreg": "mlp:logistic_regression",
+    "mlp": "mlp:mlp",
+}
+
+
+def model_names() -> list[str]:
+    return sorted(_MODELS)
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    if name not in _MODELS:
+        raise ValueError(f"task.model={name!r} is not a known model; valid: {', '.join(model_names())}")
+    module, factory = _MODELS[name].split(":")
+    return getattr(importlib.import_module(f"optbench.models.{module}"), factory)(**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
