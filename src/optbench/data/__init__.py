@@ -1,0 +1,1 @@
+"""Readers of the standard on-disk dataset layouts, and device-resident batching."""

@@ -1,0 +1,100 @@
+"""MNIST and Fashion-MNIST from the IDX files in torchvision's layout: ``<data_dir>/<Name>/raw/*-ubyte(.gz)``.
+
+Read with numpy straight from the (gzipped) IDX format, so no torchvision dataset object or download is needed
+when the files are there.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from optbench.data.errors import DatasetNotFoundError
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+# torchvision class name -> Debian package / folder hint for getting the files offline
+_SOURCES = {
+    "MNIST": "the MNIST IDX files from yann.lecun.com or a mirror",
+    "FashionMNIST": "Debian's `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist)",
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number); delete it and fetch it again")
+    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(data) - offset != expected:
+        raise ValueError(f"{path} is truncated: {len(data) - offset} bytes of data, expected {expected}")
+    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
+
+
+def _find(raw: Path, stem: str) -> Path | None:
+    for candidate in (raw / f"{stem}.gz", raw / stem):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _download(name: str, root: Path) -> None:
+    import torchvision
+
+    for train in (True, False):
+        getattr(torchvision.datasets, name)(str(root), train=train, download=True)
+
+
+def load_idx_dataset(name: str, data_dir: str | Path, download: bool = False
+                     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{'train': (images uint8 [N, 28, 28], labels int64 [N]), 'test': ...} for name in MNIST, FashionMNIST."""
+    raw = Path(data_dir).expanduser() / name / "raw"
+    missing = [stem for pair in FILES.values() for stem in pair if _find(raw, stem) is None]
+    if missing and download:
+        try:
+            _download(name, Path(data_dir).expanduser())
+        except Exception as err:  # no network, bad mirror, ...
+            raise DatasetNotFoundError(name, raw / f"{missing[0]}.gz",
+                                       f"Download failed ({err}). Get {_SOURCES[name]} and copy them there.") from err
+        missing = [stem for pair in FILES.values() for stem in pair if _find(raw, stem) is None]
+    if missing:
+        raise DatasetNotFoundError(
+            name, raw / f"{missing[0]}.gz",
+            f"Put the four *-ubyte.gz files there ({_SOURCES[name]}), e.g. `mkdir -p {raw} && cp "
+            f"/usr/share/datasets/fashion-mnist/*.gz {raw}/` for FashionMNIST, or pass download=true when online.",
+        )
+    out = {}
+    for split, (images, labels) in FILES.items():
+        x = read_idx(_find(raw, images))
+        y = read_idx(_find(raw, labels))
+        if len(x) != len(y):
+            raise ValueError(f"{raw}: {split} has {len(x)} images but {len(y)} labels")
+        out[split] = (torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64)))
+    return out
+
+
+def link_debian_fashion_mnist(data_dir: str | Path, source: str = "/usr/share/datasets/fashion-mnist") -> Path:
+    """Copy Debian's dataset-fashion-mnist files into the torchvision layout under data_dir."""
+    raw = Path(data_dir).expanduser() / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for stem in (s for pair in FILES.values() for s in pair):
+        src = Path(source) / f"{stem}.gz"
+        if not src.exists():
+            raise DatasetNotFoundError("FashionMNIST", src, "Install it with `apt-get install dataset-fashion-mnist`.")
+        if not (raw / src.name).exists():
+            shutil.copyfile(src, raw / src.name)
+    return raw
