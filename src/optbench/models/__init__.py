@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Callable
 
 from torch import nn
 
@@ -19,11 +20,15 @@ def model_names() -> list[str]:
     return sorted(_MODELS)
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
+def model_factory(name: str) -> Callable[..., nn.Module]:
     if name not in _MODELS:
         raise ValueError(f"task.model={name!r} is not a known model; valid: {', '.join(model_names())}")
     module, factory = _MODELS[name].split(":")
-    return getattr(importlib.import_module(f"optbench.models.{module}"), factory)(**kwargs)
+    return getattr(importlib.import_module(f"optbench.models.{module}"), factory)
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    return model_factory(name)(**kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:
