@@ -13,6 +13,16 @@ from torch import nn
 _MODELS: dict[str, str] = {
     "logreg": "mlp:logistic_regression",
     "mlp": "mlp:mlp",
+    "resnet18": "resnet:resnet18",
+    "resnet34": "resnet:resnet34",
+    "resnet20": "resnet:resnet20",
+    "resnet32": "resnet:resnet32",
+    "resnet56": "resnet:resnet56",
+    "resnet110": "resnet:resnet110",
+    "vgg16_bn": "vgg:vgg16_bn",
+    "deep_autoencoder": "autoencoder:deep_autoencoder",
+    "lstm_lm": "lstm:lstm_lm",
+    "awd_lstm": "awd_lstm:awd_lstm",
 }
 
 

@@ -1,0 +1,98 @@
+"""Reject bad configurations before any data is loaded or any step is taken, naming the key and the allowed
+range. Optimizer constructors check their own arguments too; these checks cover what torch's built-in
+optimizers let through (momentum > 1, NaN lr) and the run settings."""
+
+from __future__ import annotations
+
+import math
+from numbers import Number
+from typing import Any, Mapping
+
+from optbench.schedules import SCHEDULES
+
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Number) or not math.isfinite(float(value)):
+        raise ConfigError(f"{key}={value!r} must be a finite number")
+    return float(value)
+
+
+def _in_range(key: str, value: Any, low: float, high: float, high_open: bool = True, low_open: bool = False):
+    v = _number(key, value)
+    ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ConfigError(f"{key}={value!r} is out of range: must be in {lo}{low}, {high}{hi}")
+
+
+def _int_at_least(key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{key}={value!r} must be an integer >= {low}")
+
+
+# optimizer keys that are coefficients in [0, 1) wherever they appear
+_UNIT_KEYS = ("momentum", "beta", "lr_momentum", "mu", "dampening")
+_BETA_LIST_KEYS = ("betas", "lr_betas")
+_NONNEGATIVE_KEYS = ("lr", "weight_decay", "hypergrad_lr")
+_POSITIVE_KEYS = ("eps", "lr_eps")
+
+
+def check_optim(optim: Mapping) -> None:
+    for key, value in optim.items():
+        if value is None:
+            continue
+        name = f"optim.{key}"
+        if key in _NONNEGATIVE_KEYS:
+            _in_range(name, value, 0.0, math.inf)
+        elif key in _POSITIVE_KEYS:
+            _in_range(name, value, 0.0, math.inf, low_open=True)
+        elif key in _UNIT_KEYS:
+            _in_range(name, value, 0.0, 1.0, high_open=(key != "dampening"))
+        elif key in _BETA_LIST_KEYS:
+            for i, beta in enumerate(value):
+                _in_range(f"{name}[{i}]", beta, 0.0, 1.0)
+    check_schedule("optim.lr_schedule", optim.get("lr_schedule") or {})
+
+
+def check_schedule(prefix: str, schedule: Mapping) -> None:
+    name = schedule.get("name")
+    if name is not None and name not in SCHEDULES:
+        raise ConfigError(f"{prefix}.name={name!r} is not known; valid: {', '.join(SCHEDULES)}")
+    if schedule.get("lr_decay") is not None:
+        _in_range(f"{prefix}.lr_decay", schedule["lr_decay"], 0.0, 1.0, high_open=False, low_open=True)
+    milestones = schedule.get("milestones")
+    if milestones:
+        for m in milestones:
+            _int_at_least(f"{prefix}.milestones", m, 1)
+        if list(milestones) != sorted(set(milestones)):
+            raise ConfigError(f"{prefix}.milestones={list(milestones)} must be strictly increasing epochs")
+
+
+def check_run(cfg: Mapping) -> None:
+    """All checks that need no data: run settings, task sizes, trainer options, optimizer ranges."""
+    task, trainer = cfg["task"], cfg["trainer"]
+    _int_at_least("task.epochs", task.get("epochs"), 1)
+    _int_at_least("task.batch_size", task.get("batch_size"), 1)
+    if task.get("val_fraction") is not None:
+        _in_range("task.val_fraction", task["val_fraction"], 0.0, 1.0)
+    if task.get("weight_decay") is not None:
+        _in_range("task.weight_decay", task["weight_decay"], 0.0, math.inf)
+    check_schedule("task.lr_schedule", task.get("lr_schedule") or {})
+    _int_at_least("seed", cfg.get("seed"), 0)
+    device = str(cfg.get("device"))
+    if device.split(":")[0] not in DEVICES:
+        raise ConfigError(f"device={device!r} is not known; valid: {', '.join(DEVICES)} (or cuda:N)")
+    _int_at_least("trainer.log_every", trainer.get("log_every"), 1)
+    _int_at_least("trainer.staleness", trainer.get("staleness", 0), 0)
+    if trainer.get("amp", "none") not in AMP_MODES:
+        raise ConfigError(f"trainer.amp={trainer.get('amp')!r} is not known; valid: {', '.join(AMP_MODES)}")
+    if trainer.get("grad_clip") is not None:
+        _in_range("trainer.grad_clip", trainer["grad_clip"], 0.0, math.inf, low_open=True)
+    check_optim(cfg["optim"])

@@ -1,0 +1,358 @@
+"""The training loop: step, evaluate, log, checkpoint, resume. ``run(cfg)`` is what main.py calls.
+
+One epoch = the task's batches; after each epoch: evaluate val/test, append a metrics.csv row, save the
+checkpoint atomically. Epoch 0 is the model before training. Host synchronisation happens only when a row is
+logged (every ``trainer.log_every`` steps) and at epoch ends, so the loop costs little over a bare one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from optbench import rundir
+from optbench.checks import ConfigError, check_run
+from optbench.optim import build_optimizer
+from optbench.schedules import apply_lr_factor, lr_factor
+from optbench.tasks import Task, build_task
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def optimizer_config(cfg: Mapping) -> dict:
+    """The optim config with the task's weight decay filled in where the optimizer leaves it unset."""
+    optim = dict(cfg["optim"])
+    if optim.get("weight_decay") is None:
+        optim["weight_decay"] = cfg["task"].get("weight_decay") or 0.0
+    return optim
+
+
+def schedule_config(cfg: Mapping) -> dict:
+    """The task's schedule, overridden key by key by whatever the optim config sets."""
+    schedule = dict(cfg["task"].get("lr_schedule") or {})
+    schedule.update({k: v for k, v in (cfg["optim"].get("lr_schedule") or {}).items() if v is not None})
+    return schedule
+
+
+def _scalar(value: Any) -> float:
+    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
+
+
+class Trainer:
+    def __init__(self, cfg: Mapping, task: Task, optimizer: torch.optim.Optimizer, run_dir: Path,
+                 device: torch.device):
+        self.cfg, self.task, self.optimizer, self.run_dir, self.device = cfg, task, optimizer, run_dir, device
+        trainer = cfg["trainer"]
+        self.epochs = int(cfg["task"]["epochs"])
+        self.log_every = int(trainer["log_every"])
+        self.schedule = schedule_config(cfg)
+        clip = trainer.get("grad_clip")
+        self.grad_clip = float(clip if clip is not None else cfg["task"].get("grad_clip") or 0.0)
+        self.model = task.model  # the module whose state is saved (task.model may get compiled below)
+        self.generator = torch.Generator(device=device).manual_seed(int(cfg["seed"]))
+        self.metrics_log = rundir.CsvLog(run_dir / rundir.METRICS)
+        self.steps_log = rundir.CsvLog(run_dir / rundir.STEPS)
+        self.epoch, self.step, self.train_time = 0, 0, 0.0
+        self.best_value, self.best_row = math.inf, None
+        amp = trainer.get("amp", "none")
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+        if trainer.get("channels_last"):
+            self.model.to(memory_format=torch.channels_last)
+            task.memory_format = torch.channels_last
+        if trainer.get("compile"):
+            task.model = torch.compile(self.model)
+        self.delay = None
+        if int(trainer.get("staleness", 0)) > 0:
+            from optbench.staleness import DelayedGradients
+
+            self.delay = DelayedGradients(list(self.model.parameters()), int(trainer["staleness"]))
+        self.scale_invariant = []
+        if cfg.get("log_weight_norm"):
+            from optbench.models.scale_invariant import scale_invariant_weights
+
+            self.scale_invariant = [p for _, p in scale_invariant_weights(self.model)]
+        self.tensorboard = None
+        if cfg.get("tensorboard"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise ConfigError("tensorboard=true needs the tensorboard package: pip install tensorboard") from err
+            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+        progress = trainer.get("progress", "auto")
+        self.progress = sys.stderr.isatty() if progress == "auto" else bool(progress)
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "task": self.task.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "train_time": self.train_time,
+            "best_value": self.best_value,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_generator": self.generator.get_state(),
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        if self.delay is not None:
+            state["delay"] = self.delay.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.task.load_state_dict(state["task"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.train_time, self.best_value = float(state["train_time"]), float(state["best_value"])
+        torch.set_rng_state(state["rng_cpu"])
+        self.generator.set_state(state["rng_generator"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        if self.delay is not None and "delay" in state:
+            self.delay.load_state_dict(state["delay"])
+        self.metrics_log.truncate("epoch", self.epoch)
+        self.steps_log.truncate("step", self.step)
+        rows = self.metrics_log.rows()
+        self.best_row = next((r for r in rows if float(r.get("val_" + self.task.best_metric) or math.nan)
+                              == self.best_value), None)
+
+    def checkpoint(self) -> None:
+        rundir.save_atomic(self.state_dict(), self.run_dir / rundir.CHECKPOINT,
+                           keep_previous=self.run_dir / rundir.PREVIOUS_CHECKPOINT)
+
+    # ---------------------------------------------------------------- logging
+    def lr(self) -> Any:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def extras(self) -> dict[str, Any]:
+        extras = getattr(self.optimizer, "extras", None)
+        return dict(extras()) if extras else {}
+
+    def weight_norm(self) -> float:
+        return math.sqrt(sum(float(p.detach().float().pow(2).sum()) for p in self.scale_invariant))
+
+    def evaluate(self, splits) -> dict[str, float]:
+        self.task.model.eval()
+        out = {}
+        for split in splits:
+            for name, value in self.task.evaluate(split).items():
+                out[f"{split}_{name}"] = value
+        self.task.model.train()
+        return out
+
+    def log_epoch(self, row: dict) -> None:
+        row = {"epoch": self.epoch, "step": self.step, "time_s": self.train_time, **row}
+        row.update(self.task.extras())
+        if self.scale_invariant:
+            row["weight_norm"] = self.weight_norm()
+        self.metrics_log.append(row)
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(f"epoch/{key}", value, self.step)
+        value = row.get("val_" + self.task.best_metric)
+        if value is not None and math.isfinite(value) and value < self.best_value:
+            self.best_value, self.best_row = value, row
+            rundir.save_atomic({"model": self.model.state_dict(), "epoch": self.epoch, "metrics": row},
+                               self.run_dir / rundir.BEST)
+
+    def log_step(self, loss: torch.Tensor, extras: dict) -> float:
+        value = loss.item()
+        row = {"step": self.step, "epoch": self.epoch, "loss": value, "lr": _scalar(self.lr())}
+        row.update({k: _scalar(v) for k, v in extras.items()})
+        if self.scale_invariant:
+            row["weight_norm"] = self.weight_norm()
+        self.steps_log.append(row)
+        if self.tensorboard is not None:
+            for key, v in row.items():
+                if key not in ("step", "epoch"):
+                    self.tensorboard.add_scalar(f"step/{key}", v, self.step)
+        return value
+
+    # ---------------------------------------------------------------- loop
+    def train_epoch(self) -> tuple[dict, bool]:
+        """One epoch; returns (epoch means of loss, task metrics, lr and extras; diverged?)."""
+        task, optimizer = self.task, self.optimizer
+        task.model.train()
+        task.start_epoch()
+        sums: dict[str, Any] = {}
+        count, diverged = 0, False
+        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
+                    else contextlib.nullcontext())
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=task.steps_per_epoch(), desc=f"epoch {self.epoch}/{self.epochs}", leave=False)
+        for batch in task.train_batches(self.generator):
+            with autocast:
+                loss, metrics = task.loss(batch)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            due = self.delay.push() if self.delay is not None else True
+            if due:
+                if self.scaler is not None:
+                    self.scaler.step(optimizer)
+                    self.scaler.update()
+                else:
+                    optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            task.after_step()
+            self.step += 1
+            count += 1
+            extras = self.extras()
+            for key, value in (("loss", loss.detach()), ("lr", self.lr()), *metrics.items(), *extras.items()):
+                value = value.detach().float() if isinstance(value, torch.Tensor) else value
+                sums[key] = sums[key] + value if key in sums else value
+            if self.step % self.log_every == 0:
+                value = self.log_step(loss, extras)
+                if bar is not None:
+                    bar.set_postfix(step=self.step, loss=f"{value:.4g}")
+                if not math.isfinite(value):
+                    diverged = True
+                    break
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+        means = {key: _scalar(value) / max(count, 1) for key, value in sums.items()}
+        if not math.isfinite(means.get("loss", 0.0)):
+            diverged = True
+        return means, diverged
+
+    def fit(self) -> str:
+        """Train to the configured number of epochs from wherever the run stands; returns the final status."""
+        splits = ("val", "test")
+        if self.epoch == 0 and not self.metrics_log.rows():
+            row = {"lr": _scalar(self.lr()), **self.evaluate(("train",) + splits)}
+            row.update({k: _scalar(v) for k, v in self.extras().items()})
+            self.log_epoch(row)
+            self.checkpoint()
+        while self.epoch < self.epochs:
+            self.epoch += 1
+            apply_lr_factor(self.optimizer, lr_factor(self.schedule, self.epoch, self.epochs))
+            start = time.perf_counter()
+            means, diverged = self.train_epoch()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.train_time += time.perf_counter() - start
+            row = {"lr": means.pop("lr")}
+            row.update({f"train_{k}": v for k, v in means.items() if k == "loss" or k in self.task.metric_names})
+            row.update({k: v for k, v in means.items() if k != "loss" and k not in self.task.metric_names})
+            if self.cfg["trainer"].get("eval_train"):
+                row.update(self.evaluate(("train",)))
+            if diverged:
+                self.log_epoch(row)
+                return "diverged"
+            row.update(self.evaluate(splits))
+            self.log_epoch(row)
+            self.checkpoint()
+        return "finished"
+
+
+def _numbers(row: Mapping) -> dict:
+    """A CSV row (strings) as numbers, blanks dropped."""
+    return {k: float(v) for k, v in row.items() if v not in ("", None)}
+
+
+def _summary(trainer: Trainer | None, status: str, started: float, cfg: Mapping, error: str | None = None) -> dict:
+    summary = {"status": status, "task": cfg["task"]["name"], "optim": cfg["optim"]["name"], "seed": cfg["seed"],
+               "wall_time_s": time.time() - started}
+    if trainer is not None:
+        rows = trainer.metrics_log.rows()
+        summary.update(epoch=trainer.epoch, step=trainer.step, train_time_s=trainer.train_time,
+                       final=_numbers(rows[-1]) if rows else None,
+                       best=_numbers(trainer.best_row) if trainer.best_row else None)
+    if error:
+        summary["error"] = error
+    return summary
+
+
+def default_run_config(cfg: Mapping) -> dict:
+    """The composed config of the same task and optimizer with nothing overridden (for the variant name)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [f"task={cfg['task']['name']}", f"optim={cfg['optim']['name']}"]
+    if GlobalHydra.instance().is_initialized():
+        return OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def run(cfg: DictConfig | Mapping) -> Path:
+    """Run (or resume, or skip if finished) the experiment a composed config describes; returns its run dir."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    check_run(cfg)
+    device = resolve_device(str(cfg["device"]))
+    variant = rundir.variant_name(cfg, default_run_config(cfg))
+    run_dir = rundir.run_path(cfg["results_dir"], cfg["task"]["name"], cfg["optim"]["name"], variant, cfg["seed"])
+    summary = rundir.read_summary(run_dir)
+    if cfg.get("resume", True) and summary and summary.get("status") in ("finished", "diverged"):
+        print(f"optbench: already {summary['status']}, not redone: {run_dir}")
+        return run_dir
+    if not cfg.get("resume", True) and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"optbench: run directory {run_dir}", flush=True)
+
+    torch.manual_seed(int(cfg["seed"]))
+    task = build_task(cfg["task"], cfg["data_dir"], device)
+    optimizer = build_optimizer(task.model.parameters(), optimizer_config(cfg))
+    trainer = Trainer(cfg, task, optimizer, run_dir, device)
+    checkpoint = rundir.load_checkpoint(run_dir, map_location=device)
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint)
+        print(f"optbench: resuming from epoch {trainer.epoch} (step {trainer.step})", flush=True)
+    else:  # a fresh start: drop logs of an attempt that died before its first checkpoint
+        for name in (rundir.METRICS, rundir.STEPS):
+            (run_dir / name).unlink(missing_ok=True)
+        trainer.metrics_log.fields, trainer.steps_log.fields = [], []
+    OmegaConf.save(OmegaConf.create(cfg), run_dir / rundir.CONFIG)
+    started = time.time()
+    rundir.write_json(run_dir / rundir.SUMMARY, _summary(trainer, "running", started, cfg))
+    try:
+        status = trainer.fit()
+    except Exception as err:
+        rundir.write_json(run_dir / rundir.SUMMARY, _summary(trainer, "failed", started, cfg, repr(err)))
+        raise
+    finally:
+        if trainer.tensorboard is not None:
+            trainer.tensorboard.close()
+    rundir.write_json(run_dir / rundir.SUMMARY, _summary(trainer, status, started, cfg))
+    final = trainer.metrics_log.rows()[-1]
+    print(f"optbench: {status} after epoch {trainer.epoch}: "
+          + ", ".join(f"{k}={float(final[k]):.4g}" for k in final if k.startswith(("val_", "test_")) and final[k]),
+          flush=True)
+    print(f"optbench: results in {run_dir}", flush=True)
+    return run_dir
