@@ -167,10 +167,11 @@ def load_checkpoint(run_dir: Path, map_location) -> dict | None:
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as err:  # truncated or garbled file
-            errors.append(f"{path}: {err}")
+            first_line = (str(err).strip().splitlines() or [""])[0][:160]
+            errors.append(f"{path.name} unreadable ({type(err).__name__}: {first_line})")
     if errors:
         raise CorruptCheckpointError(
-            "cannot resume: no readable checkpoint (" + "; ".join(errors) + "). Restore the file, or delete "
-            f"{run_dir} (or pass resume=false) to start this run again from scratch."
+            f"cannot resume {run_dir}: no readable checkpoint (" + "; ".join(errors) + "). Restore the file, or delete "
+            "the run directory (or pass resume=false) to start this run again from scratch."
         )
     return None
