@@ -1,0 +1,48 @@
+"""Every task config composes with every optimizer config, passes the run checks, and builds its optimizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import CONFIG_DIR
+from optbench.checks import check_run
+from optbench.optim import build_optimizer
+from optbench.schedules import lr_factor
+from optbench.train import optimizer_config, schedule_config
+
+TASKS = sorted(p.stem for p in (CONFIG_DIR / "task").glob("*.yaml"))
+OPTIMS = sorted(p.stem for p in (CONFIG_DIR / "optim").glob("*.yaml"))
+
+
+def test_config_names_match_their_files():
+    for group, names in (("task", TASKS), ("optim", OPTIMS)):
+        for name in names:
+            assert OmegaConf.load(CONFIG_DIR / group / f"{name}.yaml")["name"] == name
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_optimizer_composes_with_this_task(task):
+    params = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(2))]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        for optim in OPTIMS:
+            cfg = OmegaConf.to_container(compose("config", overrides=[f"task={task}", f"optim={optim}"]),
+                                         resolve=True)
+            assert cfg["task"]["name"] == task and cfg["optim"]["name"] == optim
+            check_run(cfg)
+            optimizer = build_optimizer(params, optimizer_config(cfg))
+            assert isinstance(optimizer, torch.optim.Optimizer)
+            schedule = schedule_config(cfg)
+            assert lr_factor(schedule, 1, cfg["task"]["epochs"]) == 1.0
+
+
+def test_schedules():
+    step = {"name": "step", "milestones": [150, 250], "lr_decay": 0.1}
+    assert [lr_factor(step, e, 400) for e in (1, 150, 151, 250, 251, 400)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert lr_factor({"name": "exponential", "lr_decay": 0.5}, 3, 10) == 0.25
+    cosine = {"name": "cosine"}
+    assert lr_factor(cosine, 1, 10) == 1.0 and lr_factor(cosine, 6, 10) == pytest.approx(0.5)
+    assert lr_factor({"name": "cosine", "min_factor": 0.1}, 11, 10) == pytest.approx(0.1)
