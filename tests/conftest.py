@@ -54,3 +54,71 @@ def compose(*overrides: str):
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides))
+
+
+# ---------------------------------------------------------------- CIFAR pickles and text corpora (issue 4)
+def write_mini_cifar(root: Path, name: str = "cifar10", per_file: int = 10, n_test: int = 10, seed: int = 0) -> Path:
+    """Miniature CIFAR in the official python-pickle layout (bytes keys, as the Python 2 originals load):
+    cifar-10-batches-py/data_batch_1..5 + test_batch, or cifar-100-python/train + test. The label is readable
+    from the image (a bright class-dependent row band in the red plane)."""
+    import pickle
+
+    rng = np.random.RandomState(seed)
+    if name == "cifar10":
+        folder, label_key, classes = root / "cifar-10-batches-py", b"labels", 10
+        files = [(f"data_batch_{i}", per_file) for i in range(1, 6)] + [("test_batch", n_test)]
+    else:
+        folder, label_key, classes = root / "cifar-100-python", b"fine_labels", 100
+        files = [("train", 5 * per_file), ("test", n_test)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for filename, n in files:
+        labels = rng.randint(0, classes, size=n)
+        images = rng.randint(0, 100, size=(n, 3, 32, 32)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 0, label % 30: label % 30 + 3, :] = 255
+        entry = {b"batch_label": filename.encode(), label_key: labels.tolist(),
+                 b"data": images.reshape(n, 3072), b"filenames": [b"x.png"] * n}
+        if name == "cifar100":
+            entry[b"coarse_labels"] = (labels // 5).tolist()
+        with open(folder / filename, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+    return root
+
+
+# a tiny "language" with structure an LSTM can learn: subject verb object sentences
+_WORDS = {"s": ["the cat", "a dog", "the bird", "my friend"], "v": ["sees", "likes", "eats"],
+          "o": ["the fish", "a ball", "bread", "water"]}
+
+
+def mini_sentences(n: int, seed: int) -> list[str]:
+    rng = np.random.RandomState(seed)
+    return [" ".join(rng.choice(_WORDS[k]) for k in "svo") for _ in range(n)]
+
+
+def write_mini_text(root: Path, lines: tuple[int, int, int] = (60, 12, 12)) -> Path:
+    """PTB (train.txt names), WikiText-2 (wiki.*.tokens, with headings and blank lines) and TinyShakespeare."""
+    for split, n, seed in zip(("train", "valid", "test"), lines, (0, 1, 2)):
+        sentences = mini_sentences(n, seed)
+        ptb = root / "ptb" / f"{split}.txt"
+        ptb.parent.mkdir(parents=True, exist_ok=True)
+        ptb.write_text("".join(f" {s} \n" for s in sentences))
+        wiki = root / "wikitext-2" / f"wiki.{split}.tokens"
+        wiki.parent.mkdir(parents=True, exist_ok=True)
+        wiki.write_text(" \n = Heading = \n \n" + "".join(f" {s} . \n" for s in sentences))
+    shakespeare = root / "tinyshakespeare" / "input.txt"
+    shakespeare.parent.mkdir(parents=True, exist_ok=True)
+    shakespeare.write_text("".join(f"First Citizen:\n{s.capitalize()}.\n\n" for s in mini_sentences(80, 3)))
+    return root
+
+
+@pytest.fixture(scope="session")
+def mini_cifar_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cifar")
+    write_mini_cifar(root, "cifar10", seed=0)
+    write_mini_cifar(root, "cifar100", seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mini_text_dir(tmp_path_factory) -> Path:
+    return write_mini_text(tmp_path_factory.mktemp("text"))

@@ -57,7 +57,7 @@ class BasicBlock(nn.Module):
 
 class CifarResNet(nn.Module):
     def __init__(self, blocks: Sequence[int], widths: Sequence[int], num_classes: int = 10,
-                 in_channels: int = 3, shortcut: str = "projection"):
+                 in_channels: int = 3, shortcut: str = "projection", he_init: bool = False):
         super().__init__()
         if len(blocks) != len(widths):
             raise ValueError(f"blocks {list(blocks)} and widths {list(widths)} must have the same length")
@@ -75,9 +75,10 @@ class CifarResNet(nn.Module):
             stages.append(nn.Sequential(*stage))
         self.stages = nn.Sequential(*stages)
         self.linear = nn.Linear(in_planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if he_init:  # He et al.'s N(0, 2 / fan_in) convolutions; otherwise torch's defaults, as AggMo's code
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -99,7 +100,7 @@ def thin_resnet(depth: int, num_classes: int = 10, in_channels: int = 3, shortcu
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth={depth}: a thin CIFAR ResNet has depth 6n + 2 with n >= 1 (20, 32, 56, 110)")
     n = (depth - 2) // 6
-    return CifarResNet([n, n, n], [16, 32, 64], num_classes, in_channels, shortcut)
+    return CifarResNet([n, n, n], [16, 32, 64], num_classes, in_channels, shortcut, he_init=True)
 
 
 def resnet20(num_classes: int = 10, in_channels: int = 3, shortcut: str = "pad") -> CifarResNet:

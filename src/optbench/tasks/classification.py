@@ -37,6 +37,15 @@ def _idx(name: str):
     return load
 
 
+def _cifar(name: str):
+    def load(data_dir: str, download: bool):
+        from optbench.data.cifar import load_cifar
+
+        return load_cifar(name, data_dir, download)
+
+    return load
+
+
 def _digits(data_dir: str, download: bool):
     from optbench.data.digits import load_digits_dataset
 
@@ -47,10 +56,22 @@ DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(_idx("MNIST"), (0.1307,), (0.3081,), 10),
     "fmnist": DatasetSpec(_idx("FashionMNIST"), (0.2860,), (0.3530,), 10),
     "digits": DatasetSpec(_digits, (0.3050,), (0.3770,), 10),
+    "cifar10": DatasetSpec(_cifar("cifar10"), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 10),
+    "cifar100": DatasetSpec(_cifar("cifar100"), (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 100),
 }
 
-# augmentation name -> fn(x [B, C, H, W] float, generator) -> x; extended by the CIFAR pipeline
-AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {}
+
+def _crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    from optbench.data.augment import random_crop_flip
+
+    return random_crop_flip(x, generator, padding=4)
+
+
+# augmentation name -> fn(x [B, C, H, W] uint8, generator) -> x, applied before normalisation (so a crop's
+# padding is black, as in torchvision's RandomCrop on the PIL image)
+AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "crop_flip": _crop_flip,  # RandomCrop(32, padding=4) + RandomHorizontalFlip
+}
 
 
 def _to_nchw(x: torch.Tensor) -> torch.Tensor:
@@ -107,9 +128,9 @@ class ImageClassification(Task):
 
     def inputs(self, x_uint8: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """uint8 -> normalised float ((x/255 - mean) / std in one fused multiply-add), augmented in training."""
-        x = torch.addcmul(-self.shift, x_uint8.float(), self.scale)
         if generator is not None and self.augment is not None:
-            x = self.augment(x, generator)
+            x_uint8 = self.augment(x_uint8, generator)
+        x = torch.addcmul(-self.shift, x_uint8.float(), self.scale)
         return x.contiguous(memory_format=self.memory_format)
 
     def steps_per_epoch(self) -> int:
