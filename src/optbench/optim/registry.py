@@ -39,7 +39,9 @@ def _register_paper_optimizers() -> None:
 
 
 # module -> public names it provides (``Class.factory`` names a classmethod constructor)
-_PAPER_MODULES: dict[str, tuple[str, ...]] = {}
+_PAPER_MODULES: dict[str, tuple[str, ...]] = {
+    "hypergrad": ("Hypergrad", "SGDHD", "AdamHD"),
+}
 
 
 def constructor_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:

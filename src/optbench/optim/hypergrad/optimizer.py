@@ -1,0 +1,295 @@
+"""Hypergrad: any model optimizer (directions.py) composed with any learning-rate optimizer (lr_optimizers.py)
+through the hypergradient of REFERENCE.md sec. 3 (Baydin et al., ICLR 2018, and the "variants" report).
+
+One step t, in the paper's order:
+    g_t   = grad + weight_decay * p                                  (coupled weight decay, before everything)
+    h_t   = -sum over ALL parameters of all groups of g_t . d_{t-1}  (one dot product; h_1 = 0)
+    alpha_t = lop(alpha_{t-1}, h_t)                                   (alpha is updated before it is used)
+    p_t   = p_{t-1} - alpha_t * d_t                                   (d_t from the model optimizer)
+
+Why alpha is a 0-dim tensor: h is a reduction on the device; turning it into a Python float would stall the
+host once per step on CUDA. So alpha stays on the parameters' device (float64, like the reference's Python
+float) and is stored in every ``param_groups[i]['lr']`` (one shared tensor; the trainer calls float() only when
+it logs). On the CPU this costs nothing: the update is one broadcasting addcmul per tensor, exactly the memory
+traffic of ``p.add_(d, alpha=-lr)``. Parameters on several devices: alpha lives on the device of the first
+parameter; each other device's partial dot product is copied there, and alpha is copied back to each device
+for its update (device-to-device copies, no host sync).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from optbench.optim._common import (
+    check_betas,
+    check_positive,
+    check_unit_interval,
+    group_by_device_and_dtype,
+    params_with_grad,
+)
+from optbench.optim.hypergrad._tensors import LOW_PRECISION, alpha_dtype, dot
+from optbench.optim.hypergrad.directions import MODEL_OPTIMIZERS, Direction
+from optbench.optim.hypergrad.lr_optimizers import LR_OPTIMIZERS, build_lr_optimizer
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class _Bucket:
+    """Parameters updated together: one (device, dtype) slice of a group (multi-tensor path) or one tensor."""
+
+    group: dict
+    params: list[Tensor]
+    work: list[Tensor]  # the parameters, or float32 copies of 16-bit ones
+    grads: list[Tensor]  # g_t in the working dtype, weight decay added
+    states: list[dict]
+    owned: bool  # grads are this step's temporaries
+    multi: bool
+
+
+class Hypergrad(torch.optim.Optimizer):
+    """Hypergradient descent with a choice of model optimizer and learning-rate optimizer.
+
+    model_opt: 'sgd' (d = g), 'sgdn' (Nesterov, PyTorch convention; momentum, dampening), 'adam' (betas, eps;
+        the reference's eps placement), or 'sgdm' (classical momentum, used by SGDHD).
+    lr_opt: 'sgd' (alpha -= hypergrad_lr * h: the paper's X-HD), 'sgdn' (lr_momentum), 'adam' (lr_betas, lr_eps).
+    lr: alpha_0, >= 0 (the paper's point is that alpha_0 = 0 works). alpha may become negative, as in the
+        reference; lr_min (default None) clamps it from below.
+    per_tensor: compatibility mode that reproduces the reference Adam-HD, which updates alpha once per
+        parameter tensor inside its loop (later tensors see a different alpha). Only for model_opt='adam',
+        lr_opt='sgd'; always runs the per-tensor loop. With several groups the reference keeps one alpha per
+        group; here alpha stays shared.
+    foreach: None picks the multi-tensor path (torch._foreach_* per (device, dtype)); the per-tensor path does
+        the same operations one tensor at a time.
+
+    A configured lr schedule scales the learned alpha (``set_lr_factor``); ``extras()`` reports the last h.
+    The per-group keys are lr (shared, do not set per group), weight_decay and the model optimizer's own.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        hypergrad_lr: float,
+        model_opt: str = "sgd",
+        lr_opt: str = "sgd",
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        lr_momentum: float = 0.9,
+        lr_betas: tuple[float, float] = (0.9, 0.999),
+        lr_eps: float = 1e-8,
+        lr_min: float | None = None,
+        dampening: float = 0.0,
+        per_tensor: bool = False,
+        foreach: bool | None = None,
+    ):
+        lr = float(lr)
+        check_positive("lr", lr, allow_zero=True)
+        check_positive("hypergrad_lr", hypergrad_lr, allow_zero=True)
+        if model_opt not in MODEL_OPTIMIZERS:
+            raise ValueError(f"model_opt must be one of {', '.join(map(repr, MODEL_OPTIMIZERS))}, got {model_opt!r}")
+        if lr_opt not in LR_OPTIMIZERS:
+            raise ValueError(f"lr_opt must be one of {', '.join(map(repr, LR_OPTIMIZERS))}, got {lr_opt!r}")
+        check_unit_interval("lr_momentum", lr_momentum)
+        check_betas("lr_betas", lr_betas, length=2)
+        check_positive("lr_eps", lr_eps)
+        if lr_min is not None:
+            lr_min = float(lr_min)
+            if not math.isfinite(lr_min) or lr < lr_min:
+                raise ValueError(f"lr_min must be a finite number <= lr (= {lr!r}) or None, got {lr_min!r}")
+        if per_tensor and (model_opt, lr_opt) != ("adam", "sgd"):
+            raise ValueError("per_tensor=True reproduces the reference Adam-HD only: it needs model_opt='adam' "
+                             f"and lr_opt='sgd', got model_opt={model_opt!r}, lr_opt={lr_opt!r}")
+        self.direction: Direction = MODEL_OPTIMIZERS[model_opt]()
+        self.lr_optimizer = build_lr_optimizer(lr_opt, lr_momentum, tuple(lr_betas), lr_eps)
+        self.model_opt, self.lr_opt = model_opt, lr_opt
+        self.hypergrad_lr, self.lr_min = float(hypergrad_lr), lr_min
+        self.per_tensor, self.foreach = bool(per_tensor), foreach
+        own = {"momentum": momentum, "dampening": dampening, "betas": tuple(betas), "eps": eps}
+        defaults = {"lr": lr, "weight_decay": weight_decay}
+        defaults.update({key: own[key] for key in self.direction.hyperparameters})
+        self._initial_lr = lr
+        super().__init__(params, defaults)
+        alpha = self._alpha()
+        self._set_alpha(alpha)
+        self._h = torch.zeros_like(alpha)  # last hypergradient (h_1 = 0)
+        self._lr_state = self.lr_optimizer.init_state(alpha)
+        self._lr_factor = 1.0
+
+    # ------------------------------------------------------------------ groups and alpha
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if "lr" in param_group and not isinstance(param_group["lr"], Tensor) \
+                and float(param_group["lr"]) != self._initial_lr:
+            raise ValueError("Hypergrad learns one learning rate shared by all parameter groups; set lr in the "
+                             f"constructor, not per group (got lr={param_group['lr']!r} in a group)")
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        check_positive("weight_decay", group["weight_decay"], allow_zero=True)
+        self.direction.check(group)
+        if hasattr(self, "_h"):  # added after construction: share the current alpha
+            self._set_alpha(self._alpha())
+
+    def _alpha(self) -> Tensor:
+        """The shared alpha as a 0-dim tensor on the first parameter's device (group 0 is authoritative: a
+        user or a torch scheduler may have written a float there)."""
+        device = self.param_groups[0]["params"][0].device
+        lr, dtype = self.param_groups[0]["lr"], alpha_dtype(device)
+        if isinstance(lr, Tensor) and lr.dim() == 0 and lr.dtype == dtype and lr.device == device:
+            return lr
+        return torch.as_tensor(lr, dtype=dtype, device=device).reshape(())
+
+    def _set_alpha(self, alpha: Tensor) -> None:
+        for group in self.param_groups:
+            group["lr"] = alpha
+
+    def _clamp(self, alpha: Tensor) -> Tensor:
+        return alpha if self.lr_min is None else alpha.clamp(min=self.lr_min)
+
+    # ------------------------------------------------------------------ trainer protocol (see _common.py)
+    def set_lr_factor(self, factor: float) -> None:
+        """Scale the learned alpha by factor / previous factor, so a step decay multiplies it instead of
+        overwriting it with lr * factor."""
+        factor = float(factor)
+        check_positive("lr schedule factor", factor)
+        if factor != self._lr_factor:
+            self._set_alpha(self._alpha() * (factor / self._lr_factor))
+            self._lr_factor = factor
+
+    def extras(self) -> dict[str, Tensor]:
+        """The last hypergradient h_t = -g_t . d_{t-1} (0 before the second step)."""
+        return {"hypergrad": self._h}
+
+    # ------------------------------------------------------------------ step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        buckets = self._buckets()
+        if not buckets:
+            return loss
+        alpha = self._alpha()
+        if self.per_tensor:
+            alpha, h = self._step_sequential(buckets, alpha)
+        else:
+            h = self._hypergradient(buckets, alpha)
+            alpha = self._clamp(self.lr_optimizer.update(alpha, h, self.hypergrad_lr, self._lr_state))
+            self._apply(buckets, alpha)
+        self._set_alpha(alpha)
+        self._h = h
+        return loss
+
+    def _use_foreach(self) -> bool:
+        return not self.per_tensor and (True if self.foreach is None else bool(self.foreach))
+
+    def _buckets(self) -> list[_Bucket]:
+        multi = self._use_foreach()
+        buckets = []
+        for group in self.param_groups:
+            params = list(params_with_grad(group, type(self).__name__))
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            states = [self.state[p] for p in params]
+            if multi:
+                for ps, gs, ss in group_by_device_and_dtype([params, grads, states]).values():
+                    buckets.append(_bucket(group, ps, gs, ss, multi=True))
+            else:
+                buckets.extend(_bucket(group, [p], [g], [s], multi=False) for p, g, s in zip(params, grads, states))
+        return buckets
+
+    def _hypergradient(self, buckets: list[_Bucket], alpha: Tensor) -> Tensor:
+        """h_t = -sum_i g_i . d_i over every parameter that has a previous direction: per-tensor dot products
+        on the device, summed per (device, dtype, factor) in parameter order, then in alpha's dtype."""
+        dots: dict[tuple, list[Tensor]] = {}
+        for b in buckets:
+            for g, state in zip(b.grads, b.states):
+                previous = self.direction.previous(state, b.group)
+                if previous is not None:
+                    d, factor = previous
+                    dots.setdefault((g.device, g.dtype, factor), []).append(dot(g, d))
+        if not dots:
+            return torch.zeros_like(alpha)
+        partial = [torch.stack(ds).sum().to(alpha) * factor for (_, _, factor), ds in dots.items()]
+        return -(partial[0] if len(partial) == 1 else torch.stack(partial).sum())
+
+    def _apply(self, buckets: list[_Bucket], alpha: Tensor) -> None:
+        """p -= alpha_t d_t for every bucket, with -alpha_t copied once to each device."""
+        scales: dict[torch.device, Tensor] = {}
+        for b in buckets:
+            device = b.work[0].device
+            if device not in scales:
+                scales[device] = (-alpha).to(device)
+            self._update(b, scales[device])
+
+    def _update(self, b: _Bucket, scale: Tensor) -> None:
+        if b.multi:
+            self.direction.step_multi(b.group, b.work, b.grads, b.states, scale, b.owned)
+        else:
+            self.direction.step_single(b.group, b.work[0], b.grads[0], b.states[0], scale, b.owned)
+        if b.work is not b.params:  # 16-bit parameters: round the float32 result in once
+            torch._foreach_copy_(b.params, b.work)
+
+    def _step_sequential(self, buckets: list[_Bucket], alpha: Tensor) -> tuple[Tensor, Tensor]:
+        """per_tensor=True: the reference Adam-HD's loop; alpha takes one SGD step per tensor with that
+        tensor's share of h, then updates that tensor. Returns alpha and the total h."""
+        h_total = torch.zeros_like(alpha)
+        for b in buckets:
+            previous = self.direction.previous(b.states[0], b.group)
+            if previous is not None:
+                d, factor = previous
+                h = -(dot(b.grads[0], d).to(alpha) * factor)
+                alpha = self._clamp(self.lr_optimizer.update(alpha, h, self.hypergrad_lr, self._lr_state))
+                h_total = h_total + h
+            self._update(b, (-alpha).to(b.work[0].device))
+        return alpha, h_total
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["hypergrad"] = {"lr_factor": self._lr_factor, "h": self._h, "lr_state": dict(self._lr_state)}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("hypergrad", None)
+        super().load_state_dict(state_dict)
+        self._keep_float32_state(state_dict)
+        alpha = self._alpha()
+        self._set_alpha(alpha)
+        if extra is not None:
+            self._lr_factor = float(extra["lr_factor"])
+            self._h = torch.as_tensor(extra["h"]).to(alpha)
+            self._lr_state = {k: v.to(alpha) if isinstance(v, Tensor) else v for k, v in extra["lr_state"].items()}
+
+    def _keep_float32_state(self, state_dict: dict[str, Any]) -> None:
+        """torch's loader casts state to the parameter's dtype; 16-bit parameters keep float32 state."""
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            saved = state_dict["state"].get(saved_id)
+            if saved is not None and p.dtype in LOW_PRECISION:
+                self.state[p] = {
+                    k: v.to(device=p.device, dtype=torch.float32) if torch.is_tensor(v) and v.is_floating_point()
+                    else v
+                    for k, v in saved.items()
+                }
+
+
+def _bucket(group: dict, params: list[Tensor], grads: list[Tensor], states: list[dict], multi: bool) -> _Bucket:
+    """Working tensors of one bucket: float32 copies for 16-bit parameters, then g = grad + wd * p."""
+    low = params[0].dtype in LOW_PRECISION
+    work = [p.float() for p in params] if low else params
+    if low:
+        grads = [g.float() for g in grads]
+    wd = group["weight_decay"]
+    if wd != 0:
+        grads = torch._foreach_add(grads, work, alpha=wd) if multi else [grads[0].add(work[0], alpha=wd)]
+    return _Bucket(group, params, work, grads, states, owned=low or wd != 0, multi=multi)
