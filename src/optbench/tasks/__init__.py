@@ -16,6 +16,8 @@ from optbench.tasks.base import Task
 # kind -> module under optbench.tasks that defines build(cfg, data_dir, device)
 _KIND_MODULES: dict[str, str] = {
     "classification": "classification",
+    "autoencoder": "autoencoder",
+    "language_model": "language_model",
 }
 
 

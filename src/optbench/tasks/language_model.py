@@ -1,0 +1,104 @@
+"""Language modelling (PTB, WikiText-2, TinyShakespeare) with truncated BPTT.
+
+The corpus is tokenised once and kept on the device as [batch, tokens] rows (optbench.data.text.batchify).
+An epoch walks the rows left to right in BPTT windows; the recurrent state at window k+1 starts from window
+k's final state, detached (gradients stop at the window boundary), and is reset to zeros at every epoch start.
+Evaluation does the same over the split with ``eval_batch_size`` rows (10, as in the papers' code) under
+inference mode and reports the per-token cross-entropy and its exponential, the perplexity.
+
+Training perplexity: the trainer averages per-step metrics, and a mean of per-window perplexities is not a
+perplexity, so the task accumulates the epoch's cross-entropy itself and reports ``train_ppl`` =
+exp(mean cross-entropy) through ``extras()``. ``train_loss`` is the epoch mean of the optimised loss (for
+AWD-LSTM it includes the AR/TAR penalty; the perplexity never does).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from optbench.data.text import batchify, bptt_windows, load_corpus, num_windows
+from optbench.models import build_model
+from optbench.models.lstm import detach_state
+from optbench.tasks.base import Task
+
+DATASETS = ("ptb", "wikitext2", "tinyshakespeare")
+
+
+class LanguageModeling(Task):
+    metric_names = ("ppl",)
+
+    def __init__(self, cfg: Mapping, data_dir: str, device: torch.device):
+        self.name = cfg["name"]
+        if cfg["dataset"] not in DATASETS:
+            raise ValueError(f"task.dataset={cfg['dataset']!r} is not a text corpus; valid: {', '.join(DATASETS)}")
+        self.device = device
+        corpus = load_corpus(cfg["dataset"], data_dir)
+        self.vocab_size = len(corpus.vocab)
+        self.batch_size = int(cfg["batch_size"])
+        self.eval_batch_size = int(cfg.get("eval_batch_size") or 10)
+        self.bptt = int(cfg["bptt"])
+        self.bptt_jitter = bool(cfg.get("bptt_jitter", False))
+        if self.bptt < 1:
+            raise ValueError(f"task.bptt must be >= 1, got {self.bptt}")
+        self.train_data = batchify(corpus.train, self.batch_size).to(device)
+        self.eval_data = {split: batchify(corpus.split(split), self.eval_batch_size).to(device)
+                          for split in ("train", "val", "test")}
+        self.model = build_model(cfg["model"], vocab_size=self.vocab_size, **(cfg.get("model_kwargs") or {}))
+        self.model.to(device)
+        self.state = None
+        self._ce_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self._tokens = 0
+        self._train_evaluated = False
+
+    # ------------------------------------------------------------------ training
+    def steps_per_epoch(self) -> int:
+        """Exact for fixed-length windows; the expected count with AWD-LSTM's variable lengths."""
+        return num_windows(self.train_data, self.bptt)
+
+    def start_epoch(self) -> None:
+        self.state = None
+        self._ce_sum.zero_()
+        self._tokens = 0
+        self._train_evaluated = False
+
+    def train_batches(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return bptt_windows(self.train_data, self.bptt, generator if self.bptt_jitter else None)
+
+    def loss(self, batch):
+        inputs, targets = batch
+        out = self.model(inputs, self.state)
+        self.state = detach_state(out.state)  # the next window starts here, without a path back
+        ce = F.cross_entropy(out.logits.reshape(-1, out.logits.size(-1)).float(), targets.reshape(-1))
+        self._ce_sum += ce.detach() * targets.numel()
+        self._tokens += targets.numel()
+        loss = ce if out.penalty is None else ce + out.penalty
+        return loss, {}
+
+    def extras(self) -> dict[str, float]:
+        if self._tokens == 0 or self._train_evaluated:  # before training, or a full train evaluation wins
+            return {}
+        return {"train_ppl": math.exp(self._ce_sum.item() / self._tokens)}
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.inference_mode()
+    def evaluate(self, split: str) -> dict[str, float]:
+        data = self.eval_data[split]
+        ce_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        state = None
+        for inputs, targets in bptt_windows(data, self.bptt):
+            out = self.model(inputs, state)
+            state = out.state
+            ce_sum += F.cross_entropy(out.logits.reshape(-1, out.logits.size(-1)).float(), targets.reshape(-1),
+                                      reduction="sum")
+        if split == "train":
+            self._train_evaluated = True
+        loss = ce_sum.item() / (data.size(0) * (data.size(1) - 1))
+        return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+
+
+def build(cfg: Mapping, data_dir: str, device: torch.device) -> LanguageModeling:
+    return LanguageModeling(cfg, data_dir, device)
