@@ -1,0 +1,139 @@
+"""Training tokens per second of the ptb_lstm task (tied 2 x 650 LSTM, BPTT 35, batch 20, clip 1.0) through
+optbench.train's Trainer vs a bare truncated-BPTT loop over the same model, in one process. Goal: within 5%.
+
+    python benchmarks/lstm_throughput.py [--tokens 21000] [--repeats 3] [--device cpu] [--threads N]
+
+The corpus is random text over a 10,000-word vocabulary (PTB's size) written as ptb/{train,valid,test}.txt in a
+temporary directory; --tokens sets the training length (the default, 21,000 tokens = 30 windows of 20 x 35, suits
+a CPU; use the full PTB size, 929,589, on a GPU). The optbench side is a whole 1-epoch fit(): the training
+epoch, evaluation of the small validation and test files (300 tokens each) and the checkpoint; the epoch-0
+evaluation is not timed. The bare loop does the same training steps: forward with the carried detached state,
+cross-entropy, backward, clip, SGD step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import compose  # noqa: E402
+
+from optbench.optim import build_optimizer  # noqa: E402
+from optbench.tasks import build_task  # noqa: E402
+from optbench.train import Trainer, optimizer_config  # noqa: E402
+
+VOCAB = 10_000
+
+
+def write_random_ptb(root: Path, train_tokens: int, eval_tokens: int = 300, seed: int = 0) -> None:
+    """Lines of 20 words drawn uniformly (every word appears in train, so the vocabulary is exactly 10,000)."""
+    rng = np.random.RandomState(seed)
+    words = [f"w{i}" for i in range(VOCAB - 1)]  # + <eos>
+    folder = root / "ptb"
+    folder.mkdir(parents=True)
+    for split, n in (("train", train_tokens), ("valid", eval_tokens), ("test", eval_tokens)):
+        ids = rng.randint(0, len(words), size=n)
+        if split == "train":
+            ids[: len(words)] = rng.permutation(len(words))
+        lines = [" ".join(words[i] for i in ids[s:s + 20]) for s in range(0, n, 20)]
+        (folder / f"{split}.txt").write_text("".join(f" {line} \n" for line in lines))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_epoch(model, data: torch.Tensor, bptt: int, clip: float, lr: float) -> int:
+    """data [batch, T] on the device; returns the number of trained tokens."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    model.train()
+    state, tokens = None, 0
+    for start in range(0, data.size(1) - 1, bptt):
+        length = min(bptt, data.size(1) - 1 - start)
+        inputs, targets = data[:, start:start + length], data[:, start + 1:start + 1 + length]
+        logits, state, _ = model(inputs, state)
+        state = tuple(s.detach() for s in state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += targets.numel()
+    loss.item()
+    return tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=21_000, help="training tokens (random 10k-word text)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads (default: torch's); 1 avoids OpenMP stalls on a busy shared CPU")
+    args = parser.parse_args()
+    if args.tokens < VOCAB:
+        parser.error(f"--tokens must be at least {VOCAB} (every word of the vocabulary appears in train)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_random_ptb(Path(tmp), args.tokens)
+        from omegaconf import OmegaConf
+
+        cfg = compose("task=ptb_lstm", "optim=sgd", "optim.lr=1.0", "task.epochs=1", f"data_dir={tmp}",
+                      f"results_dir={tmp}/results", f"device={args.device}")
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+        torch.manual_seed(0)
+        task = build_task(cfg["task"], tmp, device)
+        assert task.vocab_size == VOCAB
+        initial = copy.deepcopy(task.model.state_dict())
+        t_optbench, t_bare, ratios = [], [], []
+        for repeat in range(args.repeats):
+            task.model.load_state_dict(initial)
+            run_dir = Path(tmp) / f"run{repeat}"
+            run_dir.mkdir()
+            trainer = Trainer(cfg, task, build_optimizer(task.model.parameters(), optimizer_config(cfg)), run_dir,
+                              device)
+            trainer.epochs = 0
+            trainer.fit()  # epoch-0 evaluation: not timed
+            trainer.epochs = 1
+            sync(device)
+            start = time.perf_counter()
+            trainer.fit()
+            sync(device)
+            t1 = time.perf_counter() - start
+
+            task.model.load_state_dict(initial)
+            sync(device)
+            start = time.perf_counter()
+            tokens = bare_epoch(task.model, task.train_data, task.bptt, cfg["task"]["grad_clip"], cfg["optim"]["lr"])
+            sync(device)
+            t2 = time.perf_counter() - start
+            t_optbench.append(t1)
+            t_bare.append(t2)
+            ratios.append(t1 / t2)
+    print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} train tokens={tokens} "
+          f"steps={trainer.step} (ptb_lstm: tied 2 x 650, vocab {VOCAB}, batch 20, bptt 35, clip 1.0, SGD)")
+    print("| loop | median s | tokens/s |")
+    print("|---|---|---|")
+    for name, times in (("optbench Trainer (ptb_lstm task)", t_optbench), ("bare BPTT loop", t_bare)):
+        med = statistics.median(times)
+        print(f"| {name} | {med:.2f} | {tokens / med:.0f} |")
+    ratio = statistics.median(ratios)
+    print(f"time ratio (optbench / bare, median of {args.repeats}): {ratio:.3f} -> {100 * (ratio - 1):+.1f}% "
+          f"(goal within 5%)")
+
+
+if __name__ == "__main__":
+    main()
