@@ -8,8 +8,12 @@ and keeps d_t, because the next step's hypergradient is h_{t+1} = -g_{t+1} . d_t
 (``step_single``) and a multi-tensor form (``step_multi``, ``torch._foreach_*`` on one (device, dtype) bucket)
 that run the same operations in the same order, so on the CPU the two paths agree bit for bit.
 
-``scale`` is -alpha_t as a 0-dim tensor on the bucket's device; ``owned`` says the gradients are temporaries
-of this step (weight decay or a float32 working copy made them) that a direction may keep without copying.
+``scale`` is -alpha_t as a 0-dim tensor of the bucket's device and dtype; ``owned`` says the gradients are
+temporaries of this step (weight decay or a float32 working copy made them) that a direction may keep.
+
+The two forms are tuned for different hardware. The per-tensor form writes into last step's buffers
+(``out=``) and allocates nothing, which is what matters on the CPU. The multi-tensor form lets the foreach
+kernels allocate their results, which on an accelerator come from the caching allocator for free.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ class SGD(Direction):
 
     def step_single(self, group, p, g, state, scale, owned):
         state["direction"] = _keep(g, state.get("direction"), owned)
-        p.addcmul_(state["direction"], scale.to(p.dtype))
+        p.addcmul_(state["direction"], scale)
 
     def step_multi(self, group, params, grads, states, scale, owned):
         if owned:
@@ -66,8 +70,7 @@ class SGD(Direction):
             directions = [s["direction"] if "direction" in s else g.clone() for s, g in zip(states, grads)]
         for s, d in zip(states, directions):
             s["direction"] = d
-        s = scale.to(params[0].dtype)
-        add_scaled_(params, directions, [s] * len(params))
+        add_scaled_(params, directions, [scale] * len(params))
 
 
 class _Momentum(Direction):
@@ -113,12 +116,11 @@ class SGDMomentum(_Momentum):
 
     def step_single(self, group, p, g, state, scale, owned):
         buf = self._buffer_single(group, g, state, owned)
-        p.addcmul_(buf, scale.to(p.dtype))
+        p.addcmul_(buf, scale)
 
     def step_multi(self, group, params, grads, states, scale, owned):
         bufs = self._buffers_multi(group, grads, states, owned)
-        s = scale.to(params[0].dtype)
-        add_scaled_(params, bufs, [s] * len(params))
+        add_scaled_(params, bufs, [scale] * len(params))
 
 
 class SGDNesterov(_Momentum):
@@ -128,16 +130,17 @@ class SGDNesterov(_Momentum):
 
     def step_single(self, group, p, g, state, scale, owned):
         buf = self._buffer_single(group, g, state, owned)
-        state["direction"] = g.add(buf, alpha=group["momentum"])
-        p.addcmul_(state["direction"], scale.to(p.dtype))
+        d = state.get("direction")  # d_{t-1}: already used by h_t, so its memory takes d_t
+        state["direction"] = torch.add(g, buf, alpha=group["momentum"], out=d) if d is not None \
+            else g.add(buf, alpha=group["momentum"])
+        p.addcmul_(state["direction"], scale)
 
     def step_multi(self, group, params, grads, states, scale, owned):
         bufs = self._buffers_multi(group, grads, states, owned)
         directions = torch._foreach_add(grads, bufs, alpha=group["momentum"])
         for s, d in zip(states, directions):
             s["direction"] = d
-        s = scale.to(params[0].dtype)
-        add_scaled_(params, directions, [s] * len(params))
+        add_scaled_(params, directions, [scale] * len(params))
 
 
 class Adam(Direction):
@@ -176,8 +179,10 @@ class Adam(Direction):
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m.lerp_(g, 1.0 - b1)
         v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-        state["direction"] = m / v.sqrt().add_(group["eps"])
-        p.addcmul_(state["direction"], (scale * self.correction(group, state["step"])).to(p.dtype))
+        u = state.get("direction")  # u_{t-1}: already used by h_t, so its memory takes u_t
+        u = state["direction"] = torch.sqrt(v, out=u) if u is not None else v.sqrt()
+        torch.div(m, u.add_(group["eps"]), out=u)
+        p.addcmul_(u, scale * self.correction(group, state["step"]))
 
     def step_multi(self, group, params, grads, states, scale, owned):
         b1, b2 = group["betas"]
@@ -196,7 +201,7 @@ class Adam(Direction):
         for s, d in zip(states, directions):
             s["direction"] = d
             if s["step"] not in scales:
-                scales[s["step"]] = (scale * self.correction(group, s["step"])).to(params[0].dtype)
+                scales[s["step"]] = scale * self.correction(group, s["step"])
         add_scaled_(params, directions, [scales[s["step"]] for s in states])
 
 

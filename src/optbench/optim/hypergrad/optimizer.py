@@ -63,8 +63,9 @@ class Hypergrad(torch.optim.Optimizer):
         parameter tensor inside its loop (later tensors see a different alpha). Only for model_opt='adam',
         lr_opt='sgd'; always runs the per-tensor loop. With several groups the reference keeps one alpha per
         group; here alpha stays shared.
-    foreach: None picks the multi-tensor path (torch._foreach_* per (device, dtype)); the per-tensor path does
-        the same operations one tensor at a time.
+    foreach: True runs the multi-tensor path (torch._foreach_* per (device, dtype)), False the per-tensor path
+        (same operations one tensor at a time, writing into last step's buffers: no allocations). None picks
+        the faster: per-tensor for parameters on the CPU, multi-tensor elsewhere.
 
     A configured lr schedule scales the learned alpha (``set_lr_factor``); ``extras()`` reports the last h.
     The per-group keys are lr (shared, do not set per group), weight_decay and the model optimizer's own.
@@ -186,16 +187,20 @@ class Hypergrad(torch.optim.Optimizer):
         self._h = h
         return loss
 
-    def _use_foreach(self) -> bool:
-        return not self.per_tensor and (True if self.foreach is None else bool(self.foreach))
+    def _use_foreach(self, params: list[Tensor]) -> bool:
+        if self.per_tensor:
+            return False
+        if self.foreach is None:  # on the CPU the per-tensor path's in-place writes beat foreach's allocations
+            return all(p.device.type != "cpu" for p in params)
+        return bool(self.foreach)
 
     def _buckets(self) -> list[_Bucket]:
-        multi = self._use_foreach()
         buckets = []
         for group in self.param_groups:
             params = list(params_with_grad(group, type(self).__name__))
             if not params:
                 continue
+            multi = self._use_foreach(params)
             grads = [p.grad for p in params]
             states = [self.state[p] for p in params]
             if multi:
@@ -221,13 +226,13 @@ class Hypergrad(torch.optim.Optimizer):
         return -(partial[0] if len(partial) == 1 else torch.stack(partial).sum())
 
     def _apply(self, buckets: list[_Bucket], alpha: Tensor) -> None:
-        """p -= alpha_t d_t for every bucket, with -alpha_t copied once to each device."""
-        scales: dict[torch.device, Tensor] = {}
+        """p -= alpha_t d_t for every bucket, with -alpha_t made once per (device, working dtype)."""
+        scales: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         for b in buckets:
-            device = b.work[0].device
-            if device not in scales:
-                scales[device] = (-alpha).to(device)
-            self._update(b, scales[device])
+            key = (b.work[0].device, b.work[0].dtype)
+            if key not in scales:
+                scales[key] = (-alpha).to(*key)
+            self._update(b, scales[key])
 
     def _update(self, b: _Bucket, scale: Tensor) -> None:
         if b.multi:
@@ -248,7 +253,7 @@ class Hypergrad(torch.optim.Optimizer):
                 h = -(dot(b.grads[0], d).to(alpha) * factor)
                 alpha = self._clamp(self.lr_optimizer.update(alpha, h, self.hypergrad_lr, self._lr_state))
                 h_total = h_total + h
-            self._update(b, (-alpha).to(b.work[0].device))
+            self._update(b, (-alpha).to(b.work[0].device, b.work[0].dtype))
         return alpha, h_total
 
     # ------------------------------------------------------------------ state
