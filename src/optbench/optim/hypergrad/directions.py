@@ -128,6 +128,12 @@ class SGDNesterov(_Momentum):
 
     name = "sgdn"
 
+    def check(self, group):
+        super().check(group)
+        if group["dampening"] != 0:
+            raise ValueError(f"dampening must be 0 for Nesterov momentum (as torch.optim.SGD), got "
+                             f"{group['dampening']!r}")
+
     def step_single(self, group, p, g, state, scale, owned):
         buf = self._buffer_single(group, g, state, owned)
         d = state.get("direction")  # d_{t-1}: already used by h_t, so its memory takes d_t

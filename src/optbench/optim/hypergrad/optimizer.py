@@ -125,8 +125,8 @@ class Hypergrad(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ groups and alpha
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if "lr" in param_group and not isinstance(param_group["lr"], Tensor) \
-                and float(param_group["lr"]) != self._initial_lr:
+        own_lr = param_group.get("lr")
+        if own_lr is not None and not isinstance(own_lr, Tensor) and float(own_lr) != self._initial_lr:
             raise ValueError("Hypergrad learns one learning rate shared by all parameter groups; set lr in the "
                              f"constructor, not per group (got lr={param_group['lr']!r} in a group)")
         super().add_param_group(param_group)
