@@ -40,6 +40,9 @@ def _register_paper_optimizers() -> None:
 
 # module -> public names it provides (``Class.factory`` names a classmethod constructor)
 _PAPER_MODULES: dict[str, tuple[str, ...]] = {
+    "aggmo": ("AggMo", "AggMo.from_exp_form"),
+    "expectigrad": ("Expectigrad",),
+    "adamp": ("AdamP", "SGDP"),
     "hypergrad": ("Hypergrad", "SGDHD", "AdamHD"),
 }
 

@@ -1,0 +1,126 @@
+"""The ``step()`` that AggMo, Expectigrad, AdamP and SGDP share, so each of their modules holds only its math.
+
+What it does around a subclass's update functions:
+- ``step(closure)`` with the closure evaluated under ``enable_grad``; parameters without a gradient are skipped
+  (no state is created for them); sparse gradients are a clear error.
+- Dispatch to the subclass's per-tensor update or to its multi-tensor (``torch._foreach_*``) update on buckets
+  of one (device, dtype); ``foreach=None`` picks the multi-tensor path off the CPU and the per-tensor path on it
+  (on the CPU the per-tensor path is as fast or faster: its temporaries are small and stay in cache).
+- Precision: float16/bfloat16 parameters keep their optimizer state in float32 (a 16-bit EMA cannot represent
+  a decay such as 0.999, and a 16-bit running sum stops growing after a few hundred steps); their update is
+  computed on a float32 working copy and rounded into the parameter once per step. ``load_state_dict`` keeps
+  that float32 state (torch's loader would cast it to the parameter's dtype).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from optbench.optim._common import group_by_device_and_dtype, params_with_grad
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def state_dtype(param: torch.Tensor) -> torch.dtype:
+    """dtype of the optimizer state (and of the arithmetic) for ``param``."""
+    return torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
+
+
+def zeros_state(param: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(param, dtype=state_dtype(param), memory_format=torch.preserve_format)
+
+
+def resolve_foreach(foreach: bool | None, params: list[torch.Tensor]) -> bool:
+    if foreach is not None:
+        return bool(foreach)
+    return all(p.device.type != "cpu" for p in params)
+
+
+def _to_state_precision(value: Any, param: torch.Tensor) -> Any:
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.to(device=param.device, dtype=state_dtype(param))
+    if isinstance(value, torch.Tensor):
+        return value.to(device=param.device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_state_precision(v, param) for v in value)
+    return value
+
+
+class PaperOptimizer(torch.optim.Optimizer):
+    """Base class: subclasses define ``_init_state``, ``_single_tensor_update`` and ``_multi_tensor_update``.
+
+    ``_init_state(param, group) -> dict`` builds a parameter's state on its first step (use ``zeros_state``).
+    ``_single_tensor_update(group, param, grad, state)`` and
+    ``_multi_tensor_update(group, params, grads, states)`` update parameters in place; they receive tensors of
+    one dtype (the state dtype) and must not modify ``grad``.
+    """
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+
+    def _init_state(self, param: torch.Tensor, group: dict) -> dict:
+        raise NotImplementedError
+
+    def _single_tensor_update(self, group: dict, param: torch.Tensor, grad: torch.Tensor, state: dict) -> None:
+        raise NotImplementedError
+
+    def _multi_tensor_update(self, group: dict, params: list, grads: list, states: list) -> None:
+        raise NotImplementedError
+
+    def _state_of(self, param: torch.Tensor, group: dict) -> dict:
+        state = self.state[param]
+        if not state:
+            state.update(self._init_state(param, group))
+        return state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        name = type(self).__name__
+        for group in self.param_groups:
+            params = list(params_with_grad(group, name))
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            states = [self._state_of(p, group) for p in params]
+            if resolve_foreach(group.get("foreach"), params):
+                buckets = group_by_device_and_dtype([params, grads, states])
+                for bucket_params, bucket_grads, bucket_states in buckets.values():
+                    work, work_grads = _working_copies(bucket_params, bucket_grads)
+                    self._multi_tensor_update(group, work, work_grads, bucket_states)
+                    _write_back(bucket_params, work)
+            else:
+                for p, g, state in zip(params, grads, states):
+                    (work,), (work_grad,) = _working_copies([p], [g])
+                    self._single_tensor_update(group, work, work_grad, state)
+                    _write_back([p], [work])
+        return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, param in zip(saved_ids, params):
+            saved = state_dict["state"].get(saved_id)
+            if saved is not None and state_dtype(param) != param.dtype:
+                self.state[param] = {k: _to_state_precision(v, param) for k, v in saved.items()}
+
+
+def _working_copies(params: list, grads: list) -> tuple[list, list]:
+    """The tensors the update runs on: the parameters themselves, or float32 copies of 16-bit ones."""
+    if params[0].dtype not in _LOW_PRECISION:
+        return list(params), grads
+    return [p.float() for p in params], [g.float() for g in grads]
+
+
+def _write_back(params: list, work: list) -> None:
+    for p, w in zip(params, work):
+        if w.data_ptr() != p.data_ptr():
+            p.copy_(w)

@@ -1,0 +1,130 @@
+"""Expectigrad — Daley & Amato, "Expectigrad: Fast Stochastic Optimization with Robust Convergence
+Properties" (arXiv 2010.01356).
+
+REFERENCE.md sec. 2, per element, t counting this parameter's steps from 1:
+
+    s = s + g^2                                   arithmetic (not exponential) mean of the squared gradients:
+    n = n + [g != 0]   (sparse_counter)           n counts the steps that saw a nonzero gradient,
+    n = t              (otherwise)                or all steps
+    a = s / n          with 0/0 := 0
+    u = g / (sqrt(a) + eps)
+    beta > 0:  m = beta * m + (1 - beta) * u ;  p = p - lr / (1 - beta^t) * m      ("outer" momentum on u)
+    beta = 0:  p = p - lr * u
+
+Optional decoupled weight decay (not in the paper, default 0): p = p * (1 - lr * weight_decay) before the step.
+a = s / max(n, 1) implements 0/0 := 0: n = 0 only where every gradient so far was 0, so s = 0 there too.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from optbench.optim._base import PaperOptimizer, zeros_state
+from optbench.optim._common import check_positive, check_unit_interval
+
+
+def expectigrad_single_tensor(p: torch.Tensor, g: torch.Tensor, state: dict, *, lr: float, beta: float,
+                              eps: float, sparse_counter: bool, weight_decay: float) -> None:
+    state["step"] += 1
+    t = state["step"]
+    s = state["sum"]
+    s.addcmul_(g, g)
+    if sparse_counter:
+        n = state["counter"]
+        n.add_(g != 0)
+        u = torch.div(s, n.clamp(min=1.0))
+    else:
+        u = torch.div(s, t)
+    torch.div(g, u.sqrt_().add_(eps), out=u)
+    if weight_decay != 0:
+        p.mul_(1.0 - lr * weight_decay)
+    if beta > 0:
+        m = state["momentum"]
+        m.lerp_(u, 1.0 - beta)
+        p.add_(m, alpha=-lr / (1.0 - beta**t))
+    else:
+        p.add_(u, alpha=-lr)
+
+
+def expectigrad_multi_tensor(ps: list[torch.Tensor], gs: list[torch.Tensor], states: list[dict], *, lr: float,
+                             beta: float, eps: float, sparse_counter: bool, weight_decay: float) -> None:
+    """Same math as ``expectigrad_single_tensor`` on lists of one device and dtype."""
+    for state in states:
+        state["step"] += 1
+    ts = [state["step"] for state in states]
+    ss = [state["sum"] for state in states]
+    torch._foreach_addcmul_(ss, gs, gs)
+    if sparse_counter:
+        ns = [state["counter"] for state in states]
+        nonzero = torch._foreach_sign(gs)
+        torch._foreach_addcmul_(ns, nonzero, nonzero)  # sign(g)^2 = [g != 0]
+        us = torch._foreach_div(ss, torch._foreach_clamp_min(ns, 1.0))
+    else:
+        us = torch._foreach_div(ss, [float(t) for t in ts])
+    torch._foreach_sqrt_(us)
+    torch._foreach_add_(us, eps)
+    us = torch._foreach_div(gs, us)
+    if weight_decay != 0:
+        torch._foreach_mul_(ps, 1.0 - lr * weight_decay)
+    if beta > 0:
+        ms = [state["momentum"] for state in states]
+        torch._foreach_lerp_(ms, us, 1.0 - beta)
+        add_scaled_(ps, ms, [-lr / (1.0 - beta**t) for t in ts])
+    else:
+        torch._foreach_add_(ps, us, alpha=-lr)
+
+
+def add_scaled_(ps: list[torch.Tensor], xs: list[torch.Tensor], scales: list[float]) -> None:
+    """ps[i] += scales[i] * xs[i]; one fused call when the scales agree (parameters stepped equally often)."""
+    if len(set(scales)) == 1:
+        torch._foreach_add_(ps, xs, alpha=scales[0])
+    else:
+        torch._foreach_add_(ps, torch._foreach_mul(xs, scales))
+
+
+class Expectigrad(PaperOptimizer):
+    """Adaptive steps from the arithmetic mean of squared gradients, with momentum applied after adaptation.
+
+    Args: lr (> 0), beta (outer momentum in [0, 1); 0 disables it), eps (> 0), sparse_counter (count only
+    nonzero gradients, for sparse features), weight_decay (decoupled, >= 0; not in the paper), foreach.
+    Its first step moves each coordinate by about lr * sign(g); unlike Adam it converges on Reddi et al.'s
+    counterexample.
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, beta: float = 0.9, eps: float = 1e-8,
+                 sparse_counter: bool = True, weight_decay: float = 0.0, foreach: bool | None = None) -> None:
+        check_positive("lr", lr)
+        check_unit_interval("beta", beta)
+        check_positive("eps", eps)
+        check_positive("weight_decay", weight_decay, allow_zero=True)
+        if not isinstance(sparse_counter, bool):
+            raise ValueError(f"sparse_counter must be True or False, got {sparse_counter!r}")
+        defaults = dict(lr=lr, beta=beta, eps=eps, sparse_counter=sparse_counter, weight_decay=weight_decay,
+                        foreach=foreach)
+        super().__init__(params, defaults)
+
+    def _init_state(self, param: torch.Tensor, group: dict) -> dict:
+        state = {"step": 0, "sum": zeros_state(param)}
+        if group["sparse_counter"]:
+            state["counter"] = zeros_state(param)
+        if group["beta"] > 0:
+            state["momentum"] = zeros_state(param)
+        return state
+
+    def _hyper(self, group: dict, states: list[dict]) -> dict:
+        """The group's hyperparameters; adds the momentum buffer if beta became > 0 after the first step."""
+        for state in states:
+            if group["sparse_counter"] and "counter" not in state:
+                raise ValueError("sparse_counter cannot be switched on after the first step (no count to resume)")
+            if group["beta"] > 0 and "momentum" not in state:
+                state["momentum"] = torch.zeros_like(state["sum"])
+        return dict(lr=group["lr"], beta=group["beta"], eps=group["eps"], sparse_counter=group["sparse_counter"],
+                    weight_decay=group["weight_decay"])
+
+    def _single_tensor_update(self, group, param, grad, state) -> None:
+        expectigrad_single_tensor(param, grad, state, **self._hyper(group, [state]))
+
+    def _multi_tensor_update(self, group, params, grads, states) -> None:
+        expectigrad_multi_tensor(params, grads, states, **self._hyper(group, states))
