@@ -44,6 +44,7 @@ _PAPER_MODULES: dict[str, tuple[str, ...]] = {
     "expectigrad": ("Expectigrad",),
     "adamp": ("AdamP", "SGDP"),
     "hypergrad": ("Hypergrad", "SGDHD", "AdamHD"),
+    "yellowfin": ("YFOptimizer",),
 }
 
 

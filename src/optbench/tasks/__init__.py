@@ -18,6 +18,7 @@ _KIND_MODULES: dict[str, str] = {
     "classification": "classification",
     "autoencoder": "autoencoder",
     "language_model": "language_model",
+    "noisy_quadratic": "quadratic",
 }
 
 
