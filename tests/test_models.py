@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from optbench.models import build_model, count_parameters
@@ -93,9 +92,11 @@ def test_weight_drop_masks_hidden_weights_once_per_call():
     x = torch.randn(2, 4, 5)
     torch.manual_seed(123)
     out, (h, c) = layer(x)
-    # the same mask, drawn from the same seed, applied by hand to a copy of the layer
+    # the same mask (keep where a uniform draw >= p, scale by 1 / (1 - p)), drawn from the same seed, applied
+    # by hand to a copy of the layer
     torch.manual_seed(123)
-    dropped = F.dropout(layer.lstm.weight_hh_l0.detach(), 0.5, training=True)
+    weight = layer.lstm.weight_hh_l0.detach()
+    dropped = weight * (torch.rand_like(weight) >= 0.5) / 0.5
     ref = nn.LSTM(5, 7, 1, batch_first=True)
     ref.load_state_dict(layer.lstm.state_dict())
     with torch.no_grad():
