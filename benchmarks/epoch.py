@@ -83,8 +83,9 @@ def main() -> None:
         from omegaconf import OmegaConf
 
         cfg = compose("task=cifar10", "task.model=resnet18", "optim=momentum", "task.epochs=1",
-                      f"task.batch_size={args.batch_size}", "task.val_fraction=0.01", f"+task.train_limit={args.images}",
-                      f"data_dir={tmp}", f"results_dir={tmp}/results", f"device={args.device}")
+                      f"task.batch_size={args.batch_size}", "task.val_fraction=0.01",
+                      f"++task.train_limit={args.images}", f"data_dir={tmp}", f"results_dir={tmp}/results",
+                      f"device={args.device}")
         cfg = OmegaConf.to_container(cfg, resolve=True)
         torch.manual_seed(0)
         task = build_task(cfg["task"], tmp, device)

@@ -21,8 +21,8 @@ def read_csv(path):
 
 @pytest.mark.parametrize("task, parameters", CIFAR_TASKS.items())
 def test_one_short_epoch_of_each_cifar_task(task, parameters, tmp_path, mini_cifar_dir):
-    overrides = [f"task={task}", "optim=sgd", "task.epochs=1", "task.batch_size=4", "+task.train_limit=8",
-                 "+task.eval_batch_size=16", f"results_dir={tmp_path}", f"data_dir={mini_cifar_dir}", "device=cpu"]
+    overrides = [f"task={task}", "optim=sgd", "task.epochs=1", "task.batch_size=4", "++task.train_limit=8",
+                 "++task.eval_batch_size=16", f"results_dir={tmp_path}", f"data_dir={mini_cifar_dir}", "device=cpu"]
     cfg = compose(*overrides)
     assert cfg.task.augment == "crop_flip" and cfg.task.batch_size == 4
     torch.manual_seed(0)
