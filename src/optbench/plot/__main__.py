@@ -1,5 +1,7 @@
-"""`python -m optbench.plot [results_dir=results] [task=NAME] [metrics=[train_loss,val_acc]] [optims=[a,b]]
-[out=plots/NAME]`: draw metric-vs-epoch curves (mean and min-max band over seeds) for every task found."""
+"""`python -m optbench.plot figure=NAME table=NAME [results_dir=DIR] [plots_dir=plots]`: a paper's figures
+(configs/figure/NAME.yaml -> plots/NAME/*.{png,pdf}) and/or tables (configs/table/NAME.yaml ->
+plots/tables/NAME.{md,tex}); NAME may be a list (figure=[a,b]) or a path to a spec file. Without figure/table: metric-vs-epoch
+curves for every task found, `[task=NAME] [metrics=[train_loss,val_acc]] [optims=[a,b]] [out=plots/NAME]`."""
 
 from __future__ import annotations
 
@@ -10,20 +12,40 @@ from omegaconf import OmegaConf
 
 from optbench.plot.curves import compare_figure
 from optbench.plot.runs import group_runs, load_runs
+from optbench.plot.specs import SpecError, load_figure_spec, load_table_spec
 
-DEFAULTS = {"results_dir": "results", "task": None, "optims": None, "metrics": ["train_loss", "val_loss", "val_acc"],
-            "out": None, "plots_dir": "plots"}
+DEFAULTS = {"figure": None, "table": None, "results_dir": None, "task": None, "optims": None,
+            "metrics": ["train_loss", "val_loss", "val_acc"], "out": None, "plots_dir": "plots"}
 
 
-def main(argv: list[str]) -> int:
-    unknown = [a.split("=")[0] for a in argv if a.split("=")[0] not in DEFAULTS]
-    if unknown:
-        print(f"unknown argument {unknown[0]!r}; valid: {', '.join(DEFAULTS)}", file=sys.stderr)
-        return 2
-    args = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
-    runs = load_runs(args.results_dir, args.task, args.optims)
+def _figure(name: str, args) -> None:
+    from optbench.plot.figures import draw_all
+
+    spec = load_figure_spec(name)
+    results = args.results_dir or spec.results_dir
+    runs = load_runs(results)
     if not runs:
-        print(f"no run directories under {args.results_dir}" + (f" for task {args.task}" if args.task else ""),
+        print(f"figure={name}: no run directories under {results}; drawing empty panels", file=sys.stderr)
+    for path in draw_all(spec, runs, Path(args.plots_dir)):
+        print(f"wrote {path}")
+
+
+def _table(name: str, args) -> None:
+    from optbench.plot.tables import build_tables, to_markdown, write_tables
+
+    spec = load_table_spec(name)
+    results = args.results_dir or spec.results_dir
+    tables = build_tables(spec, load_runs(results))
+    print(to_markdown(tables))
+    for path in write_tables(tables, Path(args.plots_dir)):
+        print(f"wrote {path}")
+
+
+def _curves(args) -> int:
+    results = args.results_dir or "results"
+    runs = load_runs(results, args.task, args.optims)
+    if not runs:
+        print(f"no run directories under {results}" + (f" for task {args.task}" if args.task else ""),
               file=sys.stderr)
         return 1
     for task in sorted({r.task for r in runs}):
@@ -33,6 +55,32 @@ def main(argv: list[str]) -> int:
         for path in compare_figure(groups, metrics, task, out):
             print(f"wrote {path}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    unknown = [a.split("=")[0] for a in argv if a.split("=")[0] not in DEFAULTS]
+    if unknown:
+        print(f"unknown argument {unknown[0]!r}; valid: {', '.join(DEFAULTS)}", file=sys.stderr)
+        return 2
+    args = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
+    figures, tables = _names(args.figure), _names(args.table)
+    if not figures and not tables:
+        return _curves(args)
+    try:
+        for name in figures:
+            _figure(name, args)
+        for name in tables:
+            _table(name, args)
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _names(value) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if OmegaConf.is_list(value) or isinstance(value, list) else [str(value)]
 
 
 if __name__ == "__main__":

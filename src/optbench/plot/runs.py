@@ -1,8 +1,9 @@
 """Reading run directories and aggregating seeds.
 
 A run directory is ``<results_dir>/<task>/<optim>/<variant>/seed<N>/``; a group is the runs that differ only in
-seed. Runs of a group may have different lengths (one diverged, one still running): the aggregate at an epoch
-uses the seeds that reached it.
+seed. Runs of a group may have different lengths (one diverged, one still running): the aggregate at an x uses
+the seeds that reached it. Everything here tolerates files a live trainer is still writing: a missing or
+half-written summary.json reads as status 'unknown', a cell that is not a number reads as NaN.
 """
 
 from __future__ import annotations
@@ -10,11 +11,22 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
+import yaml
+
+BANDS = ("minmax", "std", "none")
+
+
+def _number(cell: str | None) -> float:
+    try:
+        return float(cell) if cell not in ("", None) else math.nan
+    except ValueError:  # a row cut off mid-write
+        return math.nan
 
 
 def _read_columns(path: Path) -> dict[str, np.ndarray]:
@@ -22,10 +34,28 @@ def _read_columns(path: Path) -> dict[str, np.ndarray]:
         return {}
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    columns: dict[str, np.ndarray] = {}
-    for key in (rows[0].keys() if rows else ()):
-        columns[key] = np.array([float(r[key]) if r.get(key) not in ("", None) else math.nan for r in rows])
-    return columns
+    keys = [k for k in (rows[0].keys() if rows else ()) if k is not None]
+    return {key: np.array([_number(r.get(key)) for r in rows]) for key in keys}
+
+
+def lookup(config: Mapping, dotted: str, default: Any = None) -> Any:
+    """config['a']['b'] for 'a.b'; default where a key is missing."""
+    node: Any = config
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return default
+        node = node[key]
+    return node
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Config equality that forgives float formatting (1e-3 written as 0.001) and tuples vs lists."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+    return a == b
 
 
 @dataclass
@@ -38,6 +68,7 @@ class Run:
     summary: dict = field(default_factory=dict)
     _metrics: dict | None = None
     _steps: dict | None = None
+    _config: dict | None = None
 
     @property
     def status(self) -> str:
@@ -58,6 +89,20 @@ class Run:
         return self._steps
 
     @property
+    def config(self) -> dict:
+        """The resolved config.yaml the trainer saved ({} if absent or unreadable)."""
+        if self._config is None:
+            try:
+                self._config = yaml.safe_load((self.path / "config.yaml").read_text()) or {}
+            except (FileNotFoundError, yaml.YAMLError):
+                self._config = {}
+        return self._config
+
+    def matches(self, where: Mapping[str, Any] | None) -> bool:
+        """Whether every dotted config key in ``where`` has the given value in this run's config."""
+        return all(same_value(lookup(self.config, key), value) for key, value in (where or {}).items())
+
+    @property
     def label(self) -> str:
         return self.optim if self.variant == "default" else f"{self.optim} ({self.variant})"
 
@@ -73,12 +118,17 @@ def load_runs(results_dir: str | Path, task: str | None = None, optims: Iterable
         task_dir = optim_dir.parent
         if task and task_dir.name != task or wanted and optim_dir.name not in wanted:
             continue
+        if not path.name[4:].isdigit():
+            continue
         try:
             summary = json.loads((path / "summary.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             summary = {}
         runs.append(Run(path, task_dir.name, optim_dir.name, variant_dir.name, int(path.name[4:]), summary))
     return runs
+
+
+Transform = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -94,23 +144,65 @@ class RunGroup:
     def label(self) -> str:
         return self.runs[0].label
 
-    def curve(self, column: str, source: str = "metrics", x: str | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(x, mean, min, max) over seeds of one column; x is epoch (metrics) or step (steps) by default.
-        Points where no seed has a value are dropped."""
+    @property
+    def config(self) -> dict:
+        return self.runs[0].config
+
+    def statuses(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for run in self.runs:
+            counts[run.status] = counts.get(run.status, 0) + 1
+        return counts
+
+    def series(self, column: str, source: str = "metrics", x: str | None = None,
+               transform: Transform | None = None) -> list[tuple[Run, np.ndarray, np.ndarray]]:
+        """(run, x, y) of every run that logged the column; non-finite y (a diverged step) becomes NaN and
+        ``transform`` (e.g. smoothing) applies to each run's own finite prefix."""
         x = x or ("epoch" if source == "metrics" else "step")
-        tables = [getattr(r, source) for r in self.runs]
-        tables = [t for t in tables if column in t and x in t]
-        if not tables:
-            return (np.array([]),) * 4
-        xs = np.unique(np.concatenate([t[x] for t in tables]))
-        grid = np.full((len(tables), len(xs)), np.nan)
-        for i, t in enumerate(tables):
-            grid[i, np.searchsorted(xs, t[x])] = t[column]
+        out = []
+        for run in self.runs:
+            table = getattr(run, source)
+            if column not in table or x not in table:
+                continue
+            xs, ys = table[x], np.where(np.isfinite(table[column]), table[column], np.nan)
+            keep = np.isfinite(xs)
+            xs, ys = xs[keep], ys[keep]
+            if transform is not None and len(ys):
+                ys = transform(ys)
+            out.append((run, xs, ys))
+        return out
+
+    def aligned(self, column: str, source: str = "metrics", x: str | None = None,
+                transform: Transform | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(xs, grid[seed, xs]) with NaN where a seed has no value; x points no seed has are dropped."""
+        series = self.series(column, source, x, transform)
+        if not series:
+            return np.array([]), np.empty((0, 0))
+        xs = np.unique(np.concatenate([s[1] for s in series]))
+        grid = np.full((len(series), len(xs)), np.nan)
+        for i, (_, sx, sy) in enumerate(series):
+            grid[i, np.searchsorted(xs, sx)] = sy
         valid = ~np.all(np.isnan(grid), axis=0)
-        grid, xs = grid[:, valid], xs[valid]
-        with np.errstate(all="ignore"):
-            return xs, np.nanmean(grid, 0), np.nanmin(grid, 0), np.nanmax(grid, 0)
+        return xs[valid], grid[:, valid]
+
+    def curve(self, column: str, source: str = "metrics", x: str | None = None, band: str = "minmax",
+              transform: Transform | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x, mean, low, high) over seeds of one column; x is epoch (metrics) or step (steps) by default.
+        The band is min-max, mean +- std, or none (low = high = mean)."""
+        if band not in BANDS:
+            raise ValueError(f"band={band!r} is not known; valid: {', '.join(BANDS)}")
+        xs, grid = self.aligned(column, source, x, transform)
+        if not len(xs):
+            return (np.array([]),) * 4
+        with warnings.catch_warnings():  # all-NaN columns are dropped above; single-seed std is fine
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(grid, 0)
+            if band == "minmax":
+                return xs, mean, np.nanmin(grid, 0), np.nanmax(grid, 0)
+            if band == "std":
+                std = np.nanstd(grid, 0)
+                return xs, mean, mean - std, mean + std
+            return xs, mean, mean, mean
 
 
 def group_runs(runs: Iterable[Run]) -> list[RunGroup]:

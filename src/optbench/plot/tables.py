@@ -1,0 +1,276 @@
+"""Result tables (Markdown and LaTeX) from run directories: per task and optimizer the final and best test
+metric, the epoch of the best validation, the test metric there, time to a target (iterations and seconds of
+training time), AlgoPerf's performance profile over tasks, and YellowFin's speedup over a baseline.
+
+``build_tables`` computes every number (pure, testable); ``to_markdown`` / ``to_latex`` only format them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from optbench.plot import measures
+from optbench.plot.measures import Speedup, Stat
+from optbench.plot.runs import Run, RunGroup, group_runs
+from optbench.plot.smoothing import smoother
+from optbench.plot.specs import TableFile
+from optbench.plot.style import Style
+
+HEADERS = {"final": "final {test}", "best": "best {test}", "best_val_epoch": "best {val} epoch",
+           "at_best_val": "{test} at best {val}", "target_steps": "iterations to {val} {op} {target}",
+           "target_seconds": "seconds to {val} {op} {target}"}
+DEFAULT_TAUS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
+
+
+@dataclass
+class Row:
+    label: str
+    group: RunGroup
+    cells: dict[str, Stat]
+
+    @property
+    def runs_note(self) -> str:
+        counts = self.group.statuses()
+        return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+@dataclass
+class TaskTable:
+    task: str
+    metric: str
+    higher: bool
+    target: float | None
+    target_column: str
+    columns: list[str]
+    rows: list[Row] = field(default_factory=list)
+
+    def header(self, column: str) -> str:
+        return HEADERS[column].format(test=f"test_{self.metric}", val=self.target_column if "target" in column
+                                      else f"val_{self.metric}", op="≥" if self.higher else "≤",
+                                      target=f"{self.target:g}" if self.target is not None else "?")
+
+
+@dataclass
+class Profile:
+    time: str  # seconds | steps
+    taus: list[float]
+    tasks: list[str]
+    fractions: dict[str, list[float]]  # optim label -> fraction of tasks per tau
+    times: dict[str, dict[str, float]]  # task -> optim label -> time to target (inf = not reached)
+
+
+@dataclass
+class SpeedupRow:
+    task: str
+    setting: str
+    speedups: dict[str, Speedup]  # optim label -> speedup over the baseline
+
+
+@dataclass
+class Tables:
+    name: str
+    tasks: list[TaskTable]
+    profile: Profile | None
+    baseline: str | None
+    speedups: list[SpeedupRow]
+
+
+def _ordered(groups: Sequence[RunGroup], optims: Sequence[str] | None) -> list[RunGroup]:
+    if not optims:
+        return list(groups)
+    return [g for o in optims for g in groups if g.optim == o]
+
+
+def _filtered(group: RunGroup, where: dict) -> RunGroup | None:
+    runs = [r for r in group.runs if r.matches(where)]
+    return RunGroup(group.task, group.optim, group.variant, runs) if runs else None
+
+
+def task_table(task: str, settings: dict, groups: Sequence[RunGroup], columns: Sequence[str], style: Style
+               ) -> TaskTable:
+    metric = settings["metric"]
+    higher = bool(settings.get("higher_is_better", measures.higher_is_better(metric)))
+    test, val = f"test_{metric}", f"val_{metric}"
+    target_column = f"{settings.get('target_split', 'val')}_{metric}"
+    target = settings.get("target")
+    table = TaskTable(task, metric, higher, None if target is None else float(target), target_column, list(columns))
+    labels = style.group_labels(groups)
+    for group, label in zip(groups, labels):
+        finished = [r for r in group.runs if r.status == "finished"]
+        cells = {
+            "final": Stat.of([measures.final_value(r, test) for r in finished]),
+            "best": Stat.of([measures.best_value(r, test, higher) for r in finished]),
+            "best_val_epoch": Stat.of([measures.best_epoch(r, val, higher) for r in finished]),
+            "at_best_val": Stat.of([measures.value_at_best(r, test, val, higher) for r in finished]),
+        }
+        if target is not None:
+            cells["target_steps"], cells["target_seconds"] = measures.group_time_to_target(
+                group, target_column, float(target), higher)
+        table.rows.append(Row(label, group, cells))
+    return table
+
+
+def build_tables(spec: TableFile, runs: Sequence[Run]) -> Tables:
+    style = Style({"labels": spec.labels})
+    by_task: dict[str, list[RunGroup]] = {}
+    for group in group_runs(runs):
+        by_task.setdefault(group.task, []).append(group)
+
+    def groups_of(task: str, optims, where: dict) -> list[RunGroup]:
+        kept = (_filtered(g, where) for g in _ordered(by_task.get(task, []), optims))
+        return [g for g in kept if g is not None]
+
+    tables = []
+    for task, settings in spec.tasks.items():
+        groups = groups_of(task, spec.optims, {**spec.where, **(settings.get("where") or {})})
+        if groups:
+            tables.append(task_table(task, settings, groups, spec.columns, style))
+
+    profile = None
+    if spec.profile is not None and tables:
+        time = spec.profile.get("time", "seconds")
+        key = "target_seconds" if time == "seconds" else "target_steps"
+        times = {t.task: {r.label: measures.profile_time(r.cells[key]) for r in t.rows if key in r.cells}
+                 for t in tables if t.target is not None}
+        labels = list(dict.fromkeys(r.label for t in tables for r in t.rows))
+        taus = [float(t) for t in spec.profile.get("taus", DEFAULT_TAUS)]
+        profile = Profile(time, taus, list(times), measures.performance_profile(times, labels, taus), times)
+
+    speedups, baseline = [], None
+    if spec.speedup is not None:
+        sp = spec.speedup
+        baseline = style.label(sp["baseline"])
+        column, transform = sp.get("column", "loss"), smoother(sp.get("smooth"))
+        settings = sp.get("settings") or {"": {}}
+        for task in sp.get("tasks") or list(by_task):
+            for setting, where in settings.items():
+                where = {**spec.where, **(where or {})}
+                base = groups_of(task, [sp["baseline"]], where)
+                if not base:
+                    continue
+                base_curve = measures.mean_curve(base[0], column, transform)
+                row = SpeedupRow(task, setting, {})
+                others = groups_of(task, sp["optims"], where)
+                for group, label in zip(others, style.group_labels(others)):
+                    row.speedups[label] = measures.speedup(base_curve,
+                                                           measures.mean_curve(group, column, transform))
+                speedups.append(row)
+    return Tables(spec.name, tables, profile, baseline, speedups)
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+def fmt_number(value: float) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def fmt_stat(stat: Stat | None) -> str:
+    if stat is None or stat.n == 0:
+        return "—" if stat is None or stat.total == 0 else f"— (0/{stat.total})"
+    text = fmt_number(stat.mean) + (f" ± {fmt_number(stat.std)}" if stat.n > 1 else "")
+    return text + (f" ({stat.n}/{stat.total})" if stat.n < stat.total else "")
+
+
+def fmt_speedup(s: Speedup) -> str:
+    if not math.isfinite(s.ratio):
+        return "not reached" if math.isfinite(s.loss) else "—"
+    return f"{s.ratio:.2f}x ({s.steps:.0f} it)"
+
+
+def _grids(tables: Tables) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(caption, header, rows) of every table, as plain strings shared by both formats."""
+    out = []
+    for t in tables.tasks:
+        columns = [c for c in t.columns if c in t.rows[0].cells] if t.rows else []
+        caption = f"{t.task}: {t.metric} ({'higher' if t.higher else 'lower'} is better)"
+        header = ["optimizer", "runs"] + [t.header(c) for c in columns]
+        rows = [[r.label, r.runs_note] + [fmt_stat(r.cells.get(c)) for c in columns] for r in t.rows]
+        out.append((caption, header, rows))
+    if tables.profile is not None:
+        p = tables.profile
+        caption = (f"performance profile: fraction of the {len(p.tasks)} tasks with a target ({', '.join(p.tasks)}) "
+                   f"each optimizer reaches within tau x the fastest time to target ({p.time})")
+        header = ["optimizer"] + [f"tau={tau:g}" for tau in p.taus]
+        rows = [[label] + [f"{v:.2f}" for v in values] for label, values in p.fractions.items()]
+        out.append((caption, header, rows))
+    if tables.speedups:
+        labels = list(dict.fromkeys(k for row in tables.speedups for k in row.speedups))
+        caption = (f"speedup over {tables.baseline}: iterations {tables.baseline} needs to reach its lowest smoothed "
+                   f"training loss / iterations the optimizer needs to reach that loss")
+        header = ["task", "setting", f"{tables.baseline} lowest loss", f"{tables.baseline} iterations"] + labels
+        rows = []
+        for row in tables.speedups:
+            first = next(iter(row.speedups.values()), None)
+            loss = fmt_number(first.loss) if first else "—"
+            base_steps = f"{first.baseline_steps:.0f}" if first and math.isfinite(first.baseline_steps) else "—"
+            rows.append([row.task, row.setting, loss, base_steps]
+                        + [fmt_speedup(row.speedups[k]) if k in row.speedups else "—" for k in labels])
+        out.append((caption, header, rows))
+    return out
+
+
+def to_markdown(tables: Tables) -> str:
+    lines = [f"# {tables.name}", ""]
+    for caption, header, rows in _grids(tables):
+        lines += [f"**{caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    if len(lines) == 2:
+        lines.append("no runs found")
+    lines.append("Mean ± sample std over seeds; (k/n): only k of n seeds have a value (not finished, diverged, "
+                 "or never reached the target).")
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
+                  "{": r"\{", "}": r"\}", "±": r"$\pm$", "≥": r"$\geq$", "≤": r"$\leq$", "—": "--", "~": r"\~{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def to_latex(tables: Tables) -> str:
+    """One booktabs table per section (needs \\usepackage{booktabs})."""
+    parts = [f"% {tables.name}: generated by python -m optbench.plot table={tables.name}"]
+    for caption, header, rows in _grids(tables):
+        parts += [r"\begin{table}[t]", r"\centering", r"\small",
+                  r"\caption{" + latex_escape(caption) + "}",
+                  r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
+                  " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+        parts += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows]
+        parts += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(parts) + "\n"
+
+
+def draw_profile(profile: Profile, out: Path) -> list[Path]:
+    """The performance profile as a curve over tau from 1 to the largest tau of the spec."""
+    import numpy as np
+
+    from optbench.plot.curves import PALETTE
+    from optbench.plot.figures import plt, save_figure
+
+    taus = np.geomspace(1.0, max(max(profile.taus), 1.0 + 1e-9), 200)
+    dense = measures.performance_profile(profile.times, list(profile.fractions), list(taus))
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    for i, (label, fractions) in enumerate(dense.items()):
+        ax.step(taus, fractions, where="post", color=PALETTE[i % len(PALETTE)], label=label)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"tau (time to target in {profile.time}, relative to the fastest)")
+    ax.set_ylabel("fraction of tasks")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, out)
+
+
+def write_tables(tables: Tables, plots_dir: Path) -> list[Path]:
+    out = Path(plots_dir) / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{tables.name}.md", out / f"{tables.name}.tex"]
+    paths[0].write_text(to_markdown(tables))
+    paths[1].write_text(to_latex(tables))
+    if tables.profile is not None and tables.profile.tasks:
+        paths += draw_profile(tables.profile, out / f"{tables.name}_profile")
+    return paths
