@@ -27,6 +27,7 @@ import torch
 
 from optbench.models import build_model
 from optbench.models.scale_invariant import scale_invariant_weights
+from optbench.optim import Hypergrad
 from optbench.optim import SGDP, AdamP, AggMo, Expectigrad
 
 BASELINE = "torch Adam (foreach)"
@@ -57,6 +58,21 @@ CASES: list[Case] = [
     Case("torch_optimizer AggMo", lambda ps: _official("torch_optimizer", "AggMo")(ps, lr=0.01)),
     Case("Expectigrad", lambda ps: Expectigrad(ps, lr=1e-3), "official Expectigrad", True),
     Case("official Expectigrad", lambda ps: _official("expectigrad.pytorch", "Expectigrad")(ps, lr=1e-3)),
+    # Hypergradient family (configs/optim/*_hd.yaml, *op_*lop.yaml): SGD-HD next to momentum SGD, Adam-HD next to
+    # Adam, each variant next to its HD counterpart; foreach=None picks the per-tensor path on the CPU
+    Case("SGD-HD", lambda ps: Hypergrad(ps, lr=1e-3, hypergrad_lr=1e-3), "torch SGD momentum (foreach)"),
+    Case("SGD-HD foreach=True", lambda ps: Hypergrad(ps, lr=1e-3, hypergrad_lr=1e-3, foreach=True), "SGD-HD"),
+    Case("SGDN-HD", lambda ps: Hypergrad(ps, lr=1e-3, hypergrad_lr=1e-3, model_opt="sgdn"),
+         "torch SGD nesterov (foreach)"),
+    Case("torch SGD nesterov (foreach)",
+         lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, nesterov=True, foreach=True)),
+    Case("Adam-HD", lambda ps: Hypergrad(ps, lr=1e-3, hypergrad_lr=1e-7, model_opt="adam"), BASELINE),
+    Case("Adam-HD foreach=True",
+         lambda ps: Hypergrad(ps, lr=1e-3, hypergrad_lr=1e-7, model_opt="adam", foreach=True), "Adam-HD"),
+    *[Case(f"{m}op-{lo}lop", lambda ps, m=m, lo=lo: Hypergrad(
+        ps, lr=1e-3, hypergrad_lr=1e-7 if m == "Adam" else 1e-3, model_opt=m.lower(), lr_opt=lo.lower()),
+        f"{m}-HD") for m, lo in (("SGD", "SGDN"), ("SGD", "Adam"), ("SGDN", "SGDN"), ("SGDN", "Adam"),
+                                 ("Adam", "Adam"), ("Adam", "SGDN"))],
     Case("AdamP", lambda ps: AdamP(ps, lr=1e-3, weight_decay=1e-2), "official AdamP", True),
     Case("official AdamP", lambda ps: _official("adamp", "AdamP")(ps, lr=1e-3, weight_decay=1e-2)),
     Case("SGDP", lambda ps: SGDP(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-5), "official SGDP",

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from optbench.optim import AdamHD, Hypergrad, SGDHD
 from optbench.optim import SGDP, AdamP, AggMo, Expectigrad
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -48,6 +49,22 @@ CASES = [
               (dict(weight_decay=-1.0), "weight_decay"), (dict(sparse_counter="yes"), "sparse_counter"))),
     Case("Expectigrad-dense-beta0", Expectigrad, dict(lr=0.01, beta=0.0, sparse_counter=False),
          group={"eps": 1e-3}),
+    # Hypergrad's groups share one alpha learned from a hypergradient over all of them: coupled, lr-owning
+    Case("Hypergrad-sgd-sgd", Hypergrad, dict(lr=0.05, hypergrad_lr=1e-3, weight_decay=1e-3),
+         bad=((dict(lr=-1.0), "lr"), (dict(hypergrad_lr=-1.0), "hypergrad_lr"), (dict(model_opt="x"), "model_opt"),
+              (dict(lr_opt="x"), "lr_opt"), (dict(model_opt="sgdn", momentum=1.0), "momentum"),
+              (dict(model_opt="adam", betas=(0.9, 1.0)), r"betas\[1\]"), (dict(lr_min=1.0), "lr_min")),
+         group={"weight_decay": 1e-2}, independent_groups=False, lr_owner=True),
+    Case("Hypergrad-sgdn-sgdn", Hypergrad, dict(lr=0.05, hypergrad_lr=1e-4, model_opt="sgdn", lr_opt="sgdn"),
+         group={"momentum": 0.5}, independent_groups=False, lr_owner=True),
+    Case("Hypergrad-adam-adam", Hypergrad,
+         dict(lr=0.01, hypergrad_lr=1e-4, model_opt="adam", lr_opt="adam", weight_decay=1e-3),
+         group={"betas": (0.8, 0.99)}, independent_groups=False, lr_owner=True),
+    Case("SGDHD-momentum", SGDHD, dict(lr=0.05, momentum=0.9, hypergrad_lr=1e-3),
+         bad=((dict(nesterov=True, momentum=0.0), "nesterov"),),
+         group={"dampening": 0.1}, independent_groups=False, lr_owner=True),
+    Case("AdamHD-per-tensor", AdamHD, dict(lr=0.01, hypergrad_lr=1e-4, per_tensor=True),
+         group={"eps": 1e-6}, independent_groups=False, foreach=False, lr_owner=True),
     Case("AdamP", AdamP, dict(lr=0.01, weight_decay=1e-2),
          bad=((dict(lr=0.0), "lr"), (dict(betas=(0.9,)), "betas"), (dict(betas=(0.9, 1.0)), r"betas\[1\]"),
               (dict(eps=-1e-8), "eps"), (dict(weight_decay=-1.0), "weight_decay"), (dict(delta=0.0), "delta"),
