@@ -184,14 +184,15 @@ def _decorate(ax, panel: Panel, task: str | None) -> None:
         xlabel, ylabel = panel.param, "iterations to threshold"
     else:
         x = panel.get("x") or ("epoch" if source == "metrics" else "step")
-        xlabel, ylabel = _axis_name(x), _axis_name(panel.y)
+        xlabel, ylabel = _axis_name(x), _axis_name(panel.y) if isinstance(panel.y, str) else ""
     ax.set_xlabel(panel.get("xlabel") or xlabel)
-    ax.set_ylabel(panel.get("ylabel") or ylabel)
+    ax.set_ylabel(panel.get("ylabel") if isinstance(panel.get("ylabel"), str) else ylabel)
     title = panel.get("title")
+    title = None if isinstance(title, Mapping) else title
     ax.set_title(title if title is not None else (task or ""), fontsize=10)
     if panel.get("xlim"):
         ax.set_xlim(*panel.xlim)
-    if panel.get("ylim"):
+    if isinstance(panel.get("ylim"), (list, tuple)):
         ax.set_ylim(*panel.ylim)
     ax.grid(alpha=0.3)
 
@@ -221,6 +222,8 @@ def draw_figure(fig_file: FigureFile, fig_spec: FigureSpec, runs: Sequence[Run])
         for j, panel in enumerate(row):
             ax = axes[i][j]
             task, candidates = resolve_task(fig_file, panel, set(by_task))
+            if task is not None:
+                panel = panel.for_task(task)
             _decorate(ax, panel, task)
             if task is None:
                 ax.text(0.5, 0.5, "no runs for\n" + " / ".join(candidates), ha="center", va="center",
@@ -228,6 +231,10 @@ def draw_figure(fig_file: FigureFile, fig_spec: FigureSpec, runs: Sequence[Run])
                 continue
             if panel.kind == "sensitivity":
                 draw_sensitivity(ax, panel, task, by_task[task], style)
+                continue
+            if panel.y is None:
+                ax.text(0.5, 0.5, f"no y column given for {task}", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=8, color="0.4")
                 continue
             selected = select_groups(panel, by_task[task])
             draw_curves(ax, panel, selected, style)

@@ -73,11 +73,22 @@ def _load(kind: str, name: str) -> tuple[str, dict]:
 
 
 # ------------------------------------------------------------------------------------------------ figures
+TASK_MAPPED_KEYS = ("y", "ylabel", "log_y", "ylim", "title")
+
+
 @dataclass
 class Panel:
-    """One axes' settings, fully merged."""
+    """One axes' settings, fully merged. ``y``, ``ylabel``, ``log_y``, ``ylim`` and ``title`` may map task
+    name -> value, for a row whose metric depends on the column's task (val_sse, val_acc, val_ppl)."""
 
     settings: dict
+
+    def for_task(self, task: str) -> "Panel":
+        settings = dict(self.settings)
+        for key in TASK_MAPPED_KEYS:
+            if isinstance(settings.get(key), Mapping):
+                settings[key] = settings[key].get(task)
+        return Panel(settings)
 
     def __getattr__(self, key: str) -> Any:
         try:

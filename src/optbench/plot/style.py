@@ -43,15 +43,20 @@ class Style:
         return self.labels.get(optim, optim)
 
     def group_labels(self, groups: Sequence[RunGroup]) -> list[str]:
-        """Each group's optimizer label; where one optimizer has several variants in the same axes, the
-        variant parts that tell them apart are appended."""
-        labels = []
-        for group in groups:
-            label = self.label(group.optim)
-            siblings = [g for g in groups if g.optim == group.optim]
-            if len(siblings) > 1:
-                common = set.intersection(*(set(variant_parts(g.variant)) for g in siblings))
-                own = [p for p in variant_parts(group.variant) if p not in common]
-                label += f" ({', '.join(own) or 'default'})"
-            labels.append(label)
+        """Each group's optimizer label; where one optimizer has several variants among the groups, the
+        optimizer settings that tell them apart are appended ('CM (momentum=0.99)'). Task settings
+        (task.epochs=2 ...) are left out unless they alone tell two groups apart."""
+        def labels_ignoring(prefixes: tuple[str, ...]) -> list[str]:
+            parts = [[p for p in variant_parts(g.variant) if not p.startswith(prefixes)] for g in groups]
+            out = []
+            for group, own_parts in zip(groups, parts):
+                siblings = [set(p) for g, p in zip(groups, parts) if g.optim == group.optim]
+                common = set.intersection(*siblings)
+                own = [p for p in own_parts if p not in common]
+                out.append(self.label(group.optim) + (f" ({', '.join(own)})" if own else ""))
+            return out
+
+        labels = labels_ignoring(("task.",))
+        if len(set(labels)) < len(labels):
+            labels = labels_ignoring(())
         return labels

@@ -17,7 +17,7 @@ from optbench.plot.measures import Speedup, Stat
 from optbench.plot.runs import Run, RunGroup, group_runs
 from optbench.plot.smoothing import smoother
 from optbench.plot.specs import TableFile
-from optbench.plot.style import Style
+from optbench.plot.style import Style, variant_parts
 
 HEADERS = {"final": "final {test}", "best": "best {test}", "best_val_epoch": "best {val} epoch",
            "at_best_val": "{test} at best {val}", "target_steps": "iterations to {val} {op} {target}",
@@ -79,9 +79,13 @@ class Tables:
 
 
 def _ordered(groups: Sequence[RunGroup], optims: Sequence[str] | None) -> list[RunGroup]:
+    """In the spec's optimizer order; an optimizer's default settings before its variants."""
+    def variant_key(group: RunGroup):
+        return len(variant_parts(group.variant)), group.variant
+
     if not optims:
-        return list(groups)
-    return [g for o in optims for g in groups if g.optim == o]
+        return sorted(groups, key=lambda g: (g.optim, variant_key(g)))
+    return [g for o in optims for g in sorted((g for g in groups if g.optim == o), key=variant_key)]
 
 
 def _filtered(group: RunGroup, where: dict) -> RunGroup | None:
@@ -128,14 +132,17 @@ def build_tables(spec: TableFile, runs: Sequence[Run]) -> Tables:
         groups = groups_of(task, spec.optims, {**spec.where, **(settings.get("where") or {})})
         if groups:
             tables.append(task_table(task, settings, groups, spec.columns, style))
+    # the profile compares the same optimizer settings across tasks: labels made over all tables' groups
+    everywhere = [r.group for t in tables for r in t.rows]
+    global_labels = dict(zip(map(id, everywhere), style.group_labels(everywhere)))
 
     profile = None
     if spec.profile is not None and tables:
         time = spec.profile.get("time", "seconds")
         key = "target_seconds" if time == "seconds" else "target_steps"
-        times = {t.task: {r.label: measures.profile_time(r.cells[key]) for r in t.rows if key in r.cells}
-                 for t in tables if t.target is not None}
-        labels = list(dict.fromkeys(r.label for t in tables for r in t.rows))
+        times = {t.task: {global_labels[id(r.group)]: measures.profile_time(r.cells[key])
+                          for r in t.rows if key in r.cells} for t in tables if t.target is not None}
+        labels = list(dict.fromkeys(global_labels[id(r.group)] for t in tables for r in t.rows))
         taus = [float(t) for t in spec.profile.get("taus", DEFAULT_TAUS)]
         profile = Profile(time, taus, list(times), measures.performance_profile(times, labels, taus), times)
 
