@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# AggMo (Lucas et al., ICLR 2019): CM, Nesterov, Adam and AggMo on the MNIST autoencoder, CIFAR-10 and
+# CIFAR-100 (ResNet-34) and PTB (AWD-LSTM); the damping study on the autoencoder (CM beta 0.9 / 0.99 / 0.999,
+# AggMo [0, 0.9, 0.99] and [0, 0.9, 0.99, 0.999]); then the figures and the table.
+#   bash scripts/aggmo.sh [hydra overrides...]      e.g. hydra/launcher=joblib device=cuda
+# Environment: RESULTS (default results/aggmo), SEEDS (default 0,1,2,3,4), PLOTS (default plots),
+# QUICK=1: digits MLP for the image tasks and the noisy quadratic for the damping study, 2 epochs, 1 seed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RESULTS=${RESULTS:-results/aggmo}
+PLOTS=${PLOTS:-plots}
+EXTRA=("$@")
+OPTIMS=momentum,nesterov,adam,aggmo
+CM_BETAS=0.9,0.99,0.999
+AGGMO_BETAS="[0,0.9,0.99],[0,0.9,0.99,0.999]"
+
+sweep() {  # one Hydra multirun (optimizers x seeds x ...) in one process
+  python main.py -m "seed=$SEEDS" "results_dir=$RESULTS" "${SIZE[@]}" "$@" "${EXTRA[@]}"
+}
+
+if [[ "${QUICK:-0}" == 1 ]]; then
+  SEEDS=${SEEDS:-0}
+  SIZE=(task.epochs=2 trainer.log_every=5)
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # tiny models: one thread each is fastest on a shared CPU
+  sweep experiment=aggmo/cifar10 task=digits_mlp "optim=$OPTIMS"
+  # the noisy quadratic's curvatures reach 1000: lr 1e-3 keeps every beta stable, so damping is what differs
+  DAMPING=(experiment=aggmo/mnist_ae task=noisy_quadratic optim.lr=1e-3)
+else
+  SEEDS=${SEEDS:-0,1,2,3,4}
+  SIZE=()
+  for task in mnist_ae cifar10 cifar100 ptb_awd; do
+    sweep "experiment=aggmo/$task" "optim=$OPTIMS"
+  done
+  DAMPING=(experiment=aggmo/mnist_ae)
+fi
+# damping study (CM beta 0.9 and AggMo [0, 0.9, 0.99] are the default runs: same directories, not redone)
+sweep "${DAMPING[@]}" optim=momentum "optim.momentum=$CM_BETAS"
+sweep "${DAMPING[@]}" optim=aggmo "optim.betas=$AGGMO_BETAS"
+
+python -m optbench.plot figure=aggmo table=aggmo results_dir="$RESULTS" plots_dir="$PLOTS"
