@@ -8,13 +8,9 @@ from typing import Sequence
 
 import torch
 
+# 16-bit parameters are updated through float32 working copies with float32 state: a bfloat16 EMA cannot
+# represent a decay such as 0.999, and the hypergradient needs more than 3 significant digits.
 LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def working_dtype(param: torch.Tensor) -> torch.dtype:
-    """dtype of a parameter's optimizer state and arithmetic: float32 for 16-bit parameters (a bfloat16 EMA
-    cannot represent a decay such as 0.999, and the hypergradient needs more than 3 significant digits)."""
-    return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
 
 
 def alpha_dtype(device: torch.device) -> torch.dtype:
