@@ -1,7 +1,13 @@
 """Entry point: compose the Hydra config and run it. `python main.py task=cifar10 optim=aggmo`."""
 
+import warnings
+
 import hydra
 from omegaconf import DictConfig
+
+# configs/hydra/launcher/joblib.yaml deliberately shares its name with the plugin's schema, which validates it;
+# Hydra 1.3 warns about that pattern on every start.
+warnings.filterwarnings("ignore", message="(?s).*is validated against ConfigStore schema with the same name.*")
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")

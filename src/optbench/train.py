@@ -18,19 +18,34 @@ from typing import Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from optbench import rundir
+from optbench import distributed, rundir
 from optbench.checks import ConfigError, check_run
 from optbench.optim import build_optimizer
 from optbench.schedules import apply_lr_factor, lr_factor
 from optbench.tasks import Task, build_task
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(name: str, ctx: distributed.Context = distributed.SINGLE) -> torch.device:
+    """cpu / cuda / auto -> a concrete device. Under torchrun each process takes cuda:LOCAL_RANK; in a sweep
+    with several GPUs visible each job pins itself to one (job number modulo GPU count)."""
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
-    return torch.device(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cuda":
+        return torch.device(name)
+    if ctx.enabled:
+        return torch.device("cuda", ctx.local_rank)
+    return torch.device("cuda", _sweep_job_number() % torch.cuda.device_count())
+
+
+def _sweep_job_number() -> int:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return int(HydraConfig.get().job.num or 0)
+    except Exception:  # not inside a Hydra app
+        return 0
 
 
 def optimizer_config(cfg: Mapping) -> dict:
@@ -54,8 +69,9 @@ def _scalar(value: Any) -> float:
 
 class Trainer:
     def __init__(self, cfg: Mapping, task: Task, optimizer: torch.optim.Optimizer, run_dir: Path,
-                 device: torch.device):
+                 device: torch.device, ctx: distributed.Context = distributed.SINGLE):
         self.cfg, self.task, self.optimizer, self.run_dir, self.device = cfg, task, optimizer, run_dir, device
+        self.ctx = ctx
         trainer = cfg["trainer"]
         self.epochs = int(cfg["task"]["epochs"])
         self.log_every = int(trainer["log_every"])
@@ -76,6 +92,12 @@ class Trainer:
             task.memory_format = torch.channels_last
         if trainer.get("compile"):
             task.model = torch.compile(self.model)
+        if ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            if trainer.get("sync_bn"):
+                task.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task.model)
+            task.model = DistributedDataParallel(task.model, device_ids=[device] if device.type == "cuda" else None)
         self.delay = None
         if int(trainer.get("staleness", 0)) > 0:
             from optbench.staleness import DelayedGradients
@@ -87,14 +109,14 @@ class Trainer:
 
             self.scale_invariant = [p for _, p in scale_invariant_weights(self.model)]
         self.tensorboard = None
-        if cfg.get("tensorboard"):
+        if cfg.get("tensorboard") and ctx.is_main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as err:
                 raise ConfigError("tensorboard=true needs the tensorboard package: pip install tensorboard") from err
             self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
         progress = trainer.get("progress", "auto")
-        self.progress = sys.stderr.isatty() if progress == "auto" else bool(progress)
+        self.progress = ctx.is_main and (sys.stderr.isatty() if progress == "auto" else bool(progress))
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -131,13 +153,16 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         if self.delay is not None and "delay" in state:
             self.delay.load_state_dict(state["delay"])
-        self.metrics_log.truncate("epoch", self.epoch)
-        self.steps_log.truncate("step", self.step)
+        if self.ctx.is_main:
+            self.metrics_log.truncate("epoch", self.epoch)
+            self.steps_log.truncate("step", self.step)
         rows = self.metrics_log.rows()
         self.best_row = next((r for r in rows if float(r.get("val_" + self.task.best_metric) or math.nan)
                               == self.best_value), None)
 
     def checkpoint(self) -> None:
+        if not self.ctx.is_main:
+            return
         rundir.save_atomic(self.state_dict(), self.run_dir / rundir.CHECKPOINT,
                            keep_previous=self.run_dir / rundir.PREVIOUS_CHECKPOINT)
 
@@ -166,6 +191,8 @@ class Trainer:
         row.update(self.task.extras())
         if self.scale_invariant:
             row["weight_norm"] = self.weight_norm()
+        if not self.ctx.is_main:
+            return
         self.metrics_log.append(row)
         if self.tensorboard is not None:
             for key, value in row.items():
@@ -178,17 +205,27 @@ class Trainer:
                                self.run_dir / rundir.BEST)
 
     def log_step(self, loss: torch.Tensor, extras: dict) -> float:
-        value = loss.item()
+        """Write a steps.csv row; returns the (global) loss. The only host sync of ordinary steps."""
+        value = self.global_mean(loss.detach().float().reshape(1))[0].item()
         row = {"step": self.step, "epoch": self.epoch, "loss": value, "lr": _scalar(self.lr())}
         row.update({k: _scalar(v) for k, v in extras.items()})
         if self.scale_invariant:
             row["weight_norm"] = self.weight_norm()
+        if not self.ctx.is_main:
+            return value
         self.steps_log.append(row)
         if self.tensorboard is not None:
             for key, v in row.items():
                 if key not in ("step", "epoch"):
                     self.tensorboard.add_scalar(f"step/{key}", v, self.step)
         return value
+
+    def global_mean(self, local: torch.Tensor) -> torch.Tensor:
+        """Mean over processes of per-process values already weighted by n_local * world / n_global, i.e. the
+        value a single process would have computed on the whole global batch."""
+        if not self.ctx.enabled:
+            return local
+        return distributed.all_reduce_sum(self.ctx, local.clone()) / self.ctx.world_size
 
     # ---------------------------------------------------------------- loop
     def train_epoch(self) -> tuple[dict, bool]:
@@ -205,9 +242,17 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=task.steps_per_epoch(), desc=f"epoch {self.epoch}/{self.epochs}", leave=False)
+        world, rank = self.ctx.world_size, self.ctx.rank
         for batch in task.train_batches(self.generator):
+            if world > 1:  # every process draws the same global batch and keeps its slice
+                n_global = task.batch_size_of(batch)
+                batch = task.shard(batch, rank, world)
+                weight = task.batch_size_of(batch) * world / n_global
             with autocast:
                 loss, metrics = task.loss(batch)
+            if world > 1:  # DDP averages gradients over processes: weight so the result is the global mean
+                loss = loss * weight
+                metrics = {k: v * weight for k, v in metrics.items()}
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
                 self.scaler.unscale_(optimizer)
@@ -241,6 +286,11 @@ class Trainer:
                 bar.update()
         if bar is not None:
             bar.close()
+        if world > 1:  # loss and task metrics are per-process; lr and optimizer extras are the same everywhere
+            local = [k for k in sums if k == "loss" or k in task.metric_names]
+            reduced = self.global_mean(torch.stack([torch.as_tensor(sums[k], dtype=torch.float32,
+                                                                     device=self.device) for k in local]))
+            sums.update(zip(local, reduced))
         means = {key: _scalar(value) / max(count, 1) for key, value in sums.items()}
         if not math.isfinite(means.get("loss", 0.0)):
             diverged = True
@@ -310,49 +360,63 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def run(cfg: DictConfig | Mapping) -> Path:
-    """Run (or resume, or skip if finished) the experiment a composed config describes; returns its run dir."""
+    """Run (or resume, or skip if finished) the experiment a composed config describes; returns its run dir.
+    Under torchrun every process calls this; only rank 0 writes the run directory."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     check_run(cfg)
-    device = resolve_device(str(cfg["device"]))
+    ctx = distributed.from_environment()
+    device = resolve_device(str(cfg["device"]), ctx)
+    distributed.setup(ctx, device)  # once per process; a sweep's later runs reuse the group
+    return _run(cfg, ctx, device)
+
+
+def _run(cfg: Mapping, ctx: distributed.Context, device: torch.device) -> Path:
+    say = print if ctx.is_main else (lambda *a, **k: None)
     variant = rundir.variant_name(cfg, default_run_config(cfg))
     run_dir = rundir.run_path(cfg["results_dir"], cfg["task"]["name"], cfg["optim"]["name"], variant, cfg["seed"])
     summary = rundir.read_summary(run_dir)
     if cfg.get("resume", True) and summary and summary.get("status") in ("finished", "diverged"):
-        print(f"optbench: already {summary['status']}, not redone: {run_dir}")
+        say(f"optbench: already {summary['status']}, not redone: {run_dir}")
         return run_dir
-    if not cfg.get("resume", True) and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"optbench: run directory {run_dir}", flush=True)
+    if ctx.is_main:
+        if not cfg.get("resume", True) and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier(ctx)
+    say(f"optbench: run directory {run_dir}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""),
+        flush=True)
 
     torch.manual_seed(int(cfg["seed"]))
     task = build_task(cfg["task"], cfg["data_dir"], device)
     optimizer = build_optimizer(task.model.parameters(), optimizer_config(cfg))
-    trainer = Trainer(cfg, task, optimizer, run_dir, device)
+    trainer = Trainer(cfg, task, optimizer, run_dir, device, ctx)
     checkpoint = rundir.load_checkpoint(run_dir, map_location=device)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
-        print(f"optbench: resuming from epoch {trainer.epoch} (step {trainer.step})", flush=True)
-    else:  # a fresh start: drop logs of an attempt that died before its first checkpoint
+        say(f"optbench: resuming from epoch {trainer.epoch} (step {trainer.step})", flush=True)
+    elif ctx.is_main:  # a fresh start: drop logs of an attempt that died before its first checkpoint
         for name in (rundir.METRICS, rundir.STEPS):
             (run_dir / name).unlink(missing_ok=True)
         trainer.metrics_log.fields, trainer.steps_log.fields = [], []
-    OmegaConf.save(OmegaConf.create(cfg), run_dir / rundir.CONFIG)
+    distributed.barrier(ctx)  # nobody writes before every process has read the checkpoint
     started = time.time()
-    rundir.write_json(run_dir / rundir.SUMMARY, _summary(trainer, "running", started, cfg))
+    if ctx.is_main:
+        OmegaConf.save(OmegaConf.create(cfg), run_dir / rundir.CONFIG)
+        rundir.write_json(run_dir / rundir.SUMMARY, _summary(trainer, "running", started, cfg))
     try:
         status = trainer.fit()
     except Exception as err:
-        rundir.write_json(run_dir / rundir.SUMMARY, _summary(trainer, "failed", started, cfg, repr(err)))
+        if ctx.is_main:
+            rundir.write_json(run_dir / rundir.SUMMARY, _summary(trainer, "failed", started, cfg, repr(err)))
         raise
     finally:
         if trainer.tensorboard is not None:
             trainer.tensorboard.close()
-    rundir.write_json(run_dir / rundir.SUMMARY, _summary(trainer, status, started, cfg))
-    final = trainer.metrics_log.rows()[-1]
-    print(f"optbench: {status} after epoch {trainer.epoch}: "
-          + ", ".join(f"{k}={float(final[k]):.4g}" for k in final if k.startswith(("val_", "test_")) and final[k]),
-          flush=True)
-    print(f"optbench: results in {run_dir}", flush=True)
+    if ctx.is_main:
+        rundir.write_json(run_dir / rundir.SUMMARY, _summary(trainer, status, started, cfg))
+        final = trainer.metrics_log.rows()[-1]
+        say(f"optbench: {status} after epoch {trainer.epoch}: " + ", ".join(
+            f"{k}={float(final[k]):.4g}" for k in final if k.startswith(("val_", "test_")) and final[k]), flush=True)
+        say(f"optbench: results in {run_dir}", flush=True)
     return run_dir

@@ -42,6 +42,15 @@ class Task:
         """Metrics of the current model on 'train', 'val' or 'test': {"loss": ..., **metric_names}."""
         raise NotImplementedError
 
+    def shard(self, batch: Any, rank: int, world_size: int) -> Any:
+        """This process's part of a global batch in data-parallel training: a contiguous slice along the
+        example dimension of every tensor (override when examples are not the first dimension)."""
+        return tuple(t.tensor_split(world_size)[rank] for t in batch)
+
+    def batch_size_of(self, batch: Any) -> int:
+        """Number of examples in a batch (weights each process's loss in data-parallel training)."""
+        return len(batch[0])
+
     def start_epoch(self) -> None:
         """Hook at the start of each training epoch (e.g. reset a language model's hidden state)."""
 

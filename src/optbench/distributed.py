@@ -1,0 +1,65 @@
+"""Data parallelism through PyTorch's own engine: ``torchrun --nproc_per_node=N main.py ...`` starts N
+processes; each joins the process group (NCCL on GPUs, gloo on CPU), wraps the model in
+DistributedDataParallel, and trains on its slice of every global batch. Nothing here runs without torchrun.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = Context()
+
+
+def from_environment() -> Context:
+    """The torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK), or a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return SINGLE
+    return Context(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup(ctx: Context, device: torch.device) -> None:
+    """Join the process group once per process (a Hydra sweep under torchrun reuses it for every run)."""
+    if ctx.enabled and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend)
+        atexit.register(_teardown)
+
+
+def _teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def all_reduce_sum(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:
+    if ctx.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
