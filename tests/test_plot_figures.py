@@ -185,3 +185,58 @@ def test_command_line_draws_a_paper_figure(hypergrad_results, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "optbench.plot", "figure=nope"], capture_output=True, text=True,
                          cwd=REPO)
     assert bad.returncode == 2 and "figure='nope'" in bad.stderr
+
+
+def test_aggmo_figures_pick_the_metric_of_each_task_and_the_damping_runs(tmp_path):
+    root = tmp_path / "r"
+    for optim, config in (("momentum", {"optim.momentum": 0.9}), ("nesterov", {}), ("adam", {}),
+                          ("aggmo", {"optim.betas": [0.0, 0.9, 0.99]})):
+        write_run(root, "digits_mlp", optim, 0, classification_rows(0), config=config)
+    quad = [{k: v for k, v in r.items() if "acc" not in k} for r in classification_rows(0)]
+    for beta in (0.9, 0.99, 0.999):
+        write_run(root, "noisy_quadratic", "momentum", 0, quad, variant=f"momentum={beta}",
+                  config={"optim.momentum": beta})
+    for betas in ([0.0, 0.9, 0.99], [0.0, 0.9, 0.99, 0.999]):
+        write_run(root, "noisy_quadratic", "aggmo", 0, quad, variant=f"betas={len(betas)}",
+                  config={"optim.betas": betas})
+    spec = load_figure_spec("aggmo")
+    runs = load_runs(root)
+    curves = draw_figure(spec, next(f for f in spec.figures if f.name == "curves"), runs)
+    axes = _grid(curves, 2, 4)
+    assert axes[1, 1].get_ylabel() == "validation accuracy" and axes[1, 1].get_yscale() == "linear"
+    assert [line.get_label() for line in axes[0, 1].get_lines()] == ["CM", "Nesterov", "Adam", "AggMo"]
+    assert axes[0, 1].get_title() == "digits_mlp"  # the QUICK stand-in says what it is
+    damping = draw_figure(spec, next(f for f in spec.figures if f.name == "damping"), runs)
+    left, right = damping.axes[:2]
+    assert [line.get_label() for line in left.get_lines()] == [
+        "CM beta=0.9", "CM beta=0.99", "CM beta=0.999", "AggMo [0, 0.9, 0.99]", "AggMo [0, 0.9, 0.99, 0.999]"]
+    assert right.get_ylabel() == "validation loss" and right.get_yscale() == "log"
+    colors = {to_hex(line.get_color()) for line in left.get_lines()}
+    assert len(colors) == 2  # one colour per family: CM and AggMo
+
+
+def test_yellowfin_sync_and_async_figures_split_runs_by_staleness(tmp_path):
+    root = tmp_path / "r"
+    for staleness in (0, 15):
+        variant = "default" if staleness == 0 else "trainer.staleness=15"
+        optims = ("momentum", "adam", "yellowfin") if staleness == 0 else ("adam", "yellowfin", "yellowfin_closed_loop")
+        for optim in optims:
+            steps = step_rows(0, speed=1.0 if staleness == 0 else 0.5)
+            if optim.startswith("yellowfin"):
+                steps = [{**row, "mu": 0.5 + 0.001 * row["step"]} for row in steps]
+            write_run(root, "digits_mlp", optim, 0, classification_rows(0), steps, variant=variant,
+                      config={"trainer.staleness": staleness})
+    spec = load_figure_spec("yellowfin")
+    runs = load_runs(root)
+    for name, expected in (("sync", ["momentum SGD", "Adam", "YellowFin"]),
+                           ("async", ["Adam", "YellowFin", "closed-loop YellowFin"])):
+        axes = _grid(draw_figure(spec, next(f for f in spec.figures if f.name == name), runs), 3, 4)
+        assert [line.get_label() for line in axes[0, 0].get_lines()] == expected
+        assert [ax.get_ylabel() for ax in axes[:, 0]] == ["training loss (smoothed)", "learning rate", "momentum"]
+        mu_lines = axes[2, 0].get_lines()
+        assert [line.get_label() for line in mu_lines] == [e for e in expected if "YellowFin" in e]
+        np.testing.assert_allclose(mu_lines[0].get_ydata(), [0.5 + 0.001 * r["step"] for r in step_rows(0)])
+        speed = 1.0 if name == "sync" else 0.5
+        losses = np.array([r["loss"] for r in step_rows(0, speed=speed)])
+        smoothed = [losses[max(0, i - 49): i + 1].mean() for i in range(len(losses))]
+        np.testing.assert_allclose(axes[0, 0].get_lines()[0].get_ydata(), smoothed)
