@@ -28,7 +28,7 @@ import torch
 from optbench.models import build_model
 from optbench.models.scale_invariant import scale_invariant_weights
 from optbench.optim import Hypergrad
-from optbench.optim import SGDP, AdamP, AggMo, Expectigrad
+from optbench.optim import SGDP, AdamP, AggMo, Expectigrad, YFOptimizer
 
 BASELINE = "torch Adam (foreach)"
 
@@ -79,6 +79,10 @@ CASES: list[Case] = [
          True),
     Case("official SGDP",
          lambda ps: _official("adamp", "SGDP")(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-5)),
+    # YellowFin has no official package; its reference is the momentum SGD it tunes (the tuner's overhead)
+    Case("YFOptimizer", lambda ps: YFOptimizer(ps), "torch SGD momentum (foreach)"),
+    Case("YFOptimizer closed loop", lambda ps: YFOptimizer(ps, closed_loop=True), "torch SGD momentum (foreach)"),
+    Case("torch SGD momentum (foreach)", lambda ps: torch.optim.SGD(ps, lr=0.01, momentum=0.9, foreach=True)),
 ]
 
 

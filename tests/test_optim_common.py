@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from optbench.optim import AdamHD, Hypergrad, SGDHD
-from optbench.optim import SGDP, AdamP, AggMo, Expectigrad
+from optbench.optim import SGDP, AdamP, AggMo, Expectigrad, YFOptimizer
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -76,6 +76,14 @@ CASES = [
               (dict(eps=0.0), "eps"), (dict(weight_decay=-1.0), "weight_decay"))),
     Case("SGDP-dampened", SGDP, dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-3),
          group={"momentum": 0.5}),
+    # lr_factor 100: YellowFin's slow start makes its first steps too small for bfloat16 to resolve otherwise
+    Case("YFOptimizer", YFOptimizer, dict(lr=1e-3, weight_decay=1e-3, clip_thresh=10.0, lr_factor=100.0),
+         bad=((dict(lr=0.0), "lr"), (dict(mu=1.0), "mu"), (dict(beta=1.0), "beta"),
+              (dict(curv_win_width=0), "curv_win_width"), (dict(clip_thresh=0.0), "clip_thresh"),
+              (dict(lr_factor=-1.0), "lr_factor"), (dict(weight_decay=-1.0), "weight_decay")),
+         group={"weight_decay": 1e-2, "lr_factor": 0.5}, independent_groups=False, lr_owner=True),
+    Case("YFOptimizer-closed-loop", YFOptimizer, dict(closed_loop=True, beta=0.9, lr_factor=100.0),
+         group={"lr_factor": 2.0}, independent_groups=False, lr_owner=True),
 ]
 
 

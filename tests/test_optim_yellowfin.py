@@ -81,7 +81,8 @@ class ReferenceYellowFin:
         self.p = [np.array(x, dtype=np.float64) for x in params]
         self.v = [np.zeros_like(x) for x in self.p]
         self.gbar = [np.zeros_like(x) for x in self.p]
-        self.lr0, self.mu0, self.clip_thresh, self.wd, self.beta, self.width = lr, mu, clip_thresh, weight_decay, beta, width
+        self.lr0, self.mu0, self.clip_thresh, self.wd = lr, mu, clip_thresh, weight_decay
+        self.beta, self.width = beta, width
         self.zero_debias, self.log_min, self.log_max = zero_debias, h_min_log_smooth, h_max_log_smooth
         self.adapt_clip, self.lr_factor = adapt_clip, lr_factor
         self.k = 0
@@ -224,7 +225,7 @@ def test_large_gradient_noise_raises_momentum_above_the_bound():
 def test_untuned_yellowfin_reduces_the_noisy_quadratic_loss_100_fold():
     task = NoisyQuadratic("q", 10, 1.0, 1000.0, 0.1, 1, 1, 0.3, torch.device("cpu"))
     initial = float(task.objective().detach())
-    task, history = run_quadratic(1500, noise=0.1)
+    task, history = run_quadratic(1200, noise=0.1)
     assert initial / float(task.objective().detach()) >= 100
     assert history[-1]["skipped"] == 0
 
@@ -266,7 +267,7 @@ def run_stale(steps: int, tau: int, **kwargs):
 
 
 def test_closed_loop_yellowfin_steers_the_measured_total_momentum_to_the_tuners_target():
-    tau, steps, tail = 7, 900, slice(400, None)
+    tau, steps, tail = 7, 600, slice(300, None)
     open_measured, _, open_target = run_stale(steps, tau)
     closed_measured, closed_reported, closed_target = run_stale(steps, tau, closed_loop=True)
     # asynchrony adds momentum: without feedback the measured total momentum sits above the target
@@ -277,7 +278,7 @@ def test_closed_loop_yellowfin_steers_the_measured_total_momentum_to_the_tuners_
     np.testing.assert_allclose(closed_reported[50:], closed_measured[50:], atol=1e-4)
     closed_gap = np.median(closed_measured[tail] - closed_target[tail])
     assert abs(closed_gap) < 0.2 * open_gap
-    assert closed_target[-1] > 0.5  # a real momentum target, not a trivial one
+    assert closed_target[-1] > 0.4  # a real momentum target, not a trivial one
 
 
 # ----------------------------------------------------------------------------- contract
@@ -335,7 +336,7 @@ def test_bfloat16_parameters_follow_the_float32_trajectory():
         train(opt, weights + biases, 0, 60)
         runs[dtype] = (weights + biases, opt)
         if dtype == torch.bfloat16:
-            assert all(opt.state[p]["grad_avg"].dtype == torch.float32 for p in weights + biases)
+            assert all(opt.state[p]["scaled_grad_avg"].dtype == torch.float32 for p in weights + biases)
     for a, b in zip(runs[torch.float32][0], runs[torch.bfloat16][0]):
         torch.testing.assert_close(b.float(), a, rtol=0.05, atol=0.02)
     mu32, mu16 = (float(runs[d][1].extras()["mu"]) for d in (torch.float32, torch.bfloat16))
@@ -373,8 +374,9 @@ def test_bfloat16_state_survives_a_round_trip_in_float32():
     resumed = make_optimizer(weights, biases)
     resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
     for p in weights + biases:
-        assert resumed.state[p]["grad_avg"].dtype == torch.float32
-        assert torch.equal(resumed.state[p]["grad_avg"], opt.state[p]["grad_avg"])
+        for key in ("scaled_grad_avg", "scaled_velocity"):
+            assert resumed.state[p][key].dtype == torch.float32
+            assert torch.equal(resumed.state[p][key], opt.state[p][key])
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -488,6 +490,24 @@ def test_closure_is_evaluated_and_params_without_grad_are_skipped():
     assert float(loss.detach()) == pytest.approx(float(quadratic_loss(before, 0)))
     assert all(not torch.equal(p.detach(), b) for p, b in zip(weights + biases, before))
     assert torch.equal(frozen.detach(), torch.ones(4)) and frozen not in opt.state
+
+
+def test_a_parameter_that_stops_getting_gradients_keeps_its_averages():
+    """The averages are stored as a shared scale times a tensor; a parameter left out of a step must not
+    follow the scale's change."""
+    weights, biases = small_problem()
+    opt = make_optimizer(weights, biases)
+    train(opt, weights + biases, 0, 10)
+    frozen = biases[0]
+    velocity, grad_avg, value = opt.momentum_buffer(frozen), opt.grad_avg(frozen), frozen.detach().clone()
+    for k in range(10, 15):
+        opt.zero_grad()
+        quadratic_loss(weights, k).backward()
+        opt.step()
+    assert frozen.grad is None and torch.equal(frozen.detach(), value)
+    torch.testing.assert_close(opt.momentum_buffer(frozen), velocity, rtol=1e-6, atol=0)
+    torch.testing.assert_close(opt.grad_avg(frozen), grad_avg, rtol=1e-6, atol=0)
+    assert not torch.equal(opt.tuner["velocity_scale"], torch.ones(()))
 
 
 def test_sparse_gradients_are_a_clear_error():

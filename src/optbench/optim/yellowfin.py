@@ -34,7 +34,7 @@ CLIP_GUARD = 1e-6  # clip_grad_norm_'s guard in max_norm / (norm + 1e-6): the re
 CATASTROPHIC_MOVE = 100.0  # step 7: the largest move lr * |g| allowed
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
-__all__ = ["YFOptimizer", "cubic_root", "momentum_lower_bound", "clip_coefficient"]
+__all__ = ["YFOptimizer", "cubic_root", "momentum_lower_bound", "clip_coefficient", "rescaled_ema"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -123,47 +123,57 @@ def _tune(t: dict, g2: torch.Tensor, grad_avg_sq: torch.Tensor, cfg: dict) -> di
 # ----------------------------------------------------------------------------------------------------------
 # Per-parameter work: the gradient average (step 4) and the momentum SGD step (steps 7-8), per tensor and
 # with torch._foreach_* on buckets of one (device, dtype). Scalars are 0-d tensors on the device.
+#
+# Both averages are kept as a global scalar times a tensor, a = scale * A, so that an EMA
+# a <- keep * a + weight * g is a single lerp over memory instead of a multiply and an add:
+#     scale' = keep * scale + weight,  A <- lerp(A, g, weight / scale')
+# (then scale' * A' = keep * scale * A + weight * g exactly). scale stays positive and bounded: it starts at 1,
+# keep >= 0 and weight > 0 on an applied step, keep = 1 and weight = 0 on a skipped one, and it tends to
+# weight / (1 - keep). This removes two of the eight elementwise operations per step (benchmarks/optim_step.py).
 
 
-def _grad_avg_single(grads, grad_avgs, keep, weight) -> list[torch.Tensor]:
-    """gbar <- keep * gbar + weight * g (keep = beta, weight = (1 - beta) * clip; 1 and 0 on a skip);
-    returns ||gbar||^2 per tensor."""
-    sq = []
-    for g, avg in zip(grads, grad_avgs):
-        avg.mul_(keep).addcmul_(g, weight)
-        sq.append(torch.linalg.vector_norm(avg) ** 2)
-    return sq
+def rescaled_ema(scale: torch.Tensor, keep: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(new scale, lerp weight) for a <- keep * a + weight * g on a = scale * A."""
+    new_scale = keep * scale + weight
+    return new_scale, weight / new_scale
 
 
-def _grad_avg_foreach(grads, grad_avgs, keep, weight) -> list[torch.Tensor]:
-    torch._foreach_mul_(grad_avgs, keep)
-    torch._foreach_addcmul_(grad_avgs, grads, [weight] * len(grads))
-    return [n**2 for n in torch._foreach_norm(grad_avgs)]
+def _grad_avg_single(grads, avgs, lerp_weight) -> list[torch.Tensor]:
+    """A <- lerp(A, g, lerp_weight) (the scaled gbar); returns ||A|| per tensor."""
+    norms = []
+    for g, avg in zip(grads, avgs):
+        avg.lerp_(g, lerp_weight)
+        norms.append(torch.linalg.vector_norm(avg))
+    return norms
 
 
-def _momentum_single(params, grads, bufs, mu, grad_scale, decay, neg_lr) -> None:
-    """v <- mu v + grad_scale * g (+ decay * p); p <- p + neg_lr * v."""
-    for p, g, v in zip(params, grads, bufs):
-        v.mul_(mu).addcmul_(g, grad_scale)
+def _grad_avg_foreach(grads, avgs, lerp_weight) -> list[torch.Tensor]:
+    torch._foreach_lerp_(avgs, grads, [lerp_weight] * len(grads))
+    return list(torch._foreach_norm(avgs))
+
+
+def _momentum_single(params, grads, bufs, lerp_weight, decay, neg_step) -> None:
+    """B <- lerp(B, g, lerp_weight) (+ decay * p), the scaled velocity; p <- p + neg_step * B."""
+    for p, g, b in zip(params, grads, bufs):
+        b.lerp_(g, lerp_weight)
         if decay is not None:
-            v.addcmul_(p, decay)
-        p.addcmul_(v, neg_lr)
+            b.addcmul_(p, decay)
+        p.addcmul_(b, neg_step)
 
 
-def _momentum_foreach(params, grads, bufs, mu, grad_scale, decay, neg_lr) -> None:
+def _momentum_foreach(params, grads, bufs, lerp_weight, decay, neg_step) -> None:
     n = len(params)
-    torch._foreach_mul_(bufs, mu)
-    torch._foreach_addcmul_(bufs, grads, [grad_scale] * n)
+    torch._foreach_lerp_(bufs, grads, [lerp_weight] * n)
     if decay is not None:
         torch._foreach_addcmul_(bufs, params, [decay] * n)
-    torch._foreach_addcmul_(params, bufs, [neg_lr] * n)
+    torch._foreach_addcmul_(params, bufs, [neg_step] * n)
 
 
-def _squared_norms(grads: Sequence[torch.Tensor], foreach: bool) -> list[torch.Tensor]:
-    """||g||^2 per tensor, accumulated in at least float32."""
+def _norms(grads: Sequence[torch.Tensor], foreach: bool) -> list[torch.Tensor]:
+    """||g|| per tensor, accumulated in at least float32."""
     if foreach and grads[0].dtype not in _LOW_PRECISION:
-        return [n**2 for n in torch._foreach_norm(grads)]
-    return [torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32)) ** 2 for g in grads]
+        return list(torch._foreach_norm(grads))
+    return [torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32)) for g in grads]
 
 
 def _state_dtype(param: torch.Tensor) -> torch.dtype:
@@ -187,12 +197,12 @@ class YFOptimizer(torch.optim.Optimizer):
             and the catastrophic-move guard (step 7).
         lr_factor: multiplier of the tuned lr; the configured lr schedule scales it (``set_lr_factor``).
             weight_decay and lr_factor may differ per parameter group; the tuner is one for all groups.
-        closed_loop, feedback_gain: closed-loop YellowFin: the momentum SGD uses mu_alg = mu + correction,
+        closed_loop, feedback_gain: closed-loop YellowFin: the momentum SGD uses mu_alg = mu + correction in [0, 1),
             correction <- correction + feedback_gain * (mu - mu_hat), mu_hat the measured total momentum (see
             ``_close_the_loop``; ``attach_gradient_delay`` for how mu_hat sees simulated asynchrony).
         log_stats: ``extras()`` also reports h_min, h_max, C, D and the count of skipped steps.
-        foreach: multi-tensor path (True), per-tensor path (False); None picks the multi-tensor path off the
-            CPU and the per-tensor path on it (on the CPU they run the same kernels; see benchmarks).
+        foreach: multi-tensor path (True) or per-tensor path (False); None picks the multi-tensor one, which
+            is as fast on the CPU (no temporaries) and faster on CUDA.
     """
 
     def __init__(
@@ -269,12 +279,21 @@ class YFOptimizer(torch.optim.Optimizer):
         self._gradient_delay = delay
 
     # ---------------------------------------------------------------- state
+    def grad_avg(self, param: torch.Tensor) -> torch.Tensor:
+        """The gradient average gbar of ``param`` (stored rescaled, see ``rescaled_ema``)."""
+        return self.tuner["grad_avg_scale"] * self.state[param]["scaled_grad_avg"]
+
+    def momentum_buffer(self, param: torch.Tensor) -> torch.Tensor:
+        """The velocity v of ``param`` in v <- mu v + g; p <- p - lr v (stored rescaled)."""
+        return self.tuner["velocity_scale"] * self.state[param]["scaled_velocity"]
+
     def _init_tuner(self, device: torch.device, dtype: torch.dtype) -> None:
         zero = torch.zeros((), device=device, dtype=dtype)
         self.tuner = {name: zero for name in _TUNER_SCALARS}
         self.tuner["lr"] = torch.full_like(zero, self._cfg["lr"])
         self.tuner["mu"] = torch.full_like(zero, self._cfg["mu"])
         self.tuner["window"] = torch.zeros(self._cfg["curv_win_width"], device=device, dtype=dtype)
+        self.tuner["grad_avg_scale"] = self.tuner["velocity_scale"] = torch.ones_like(zero)
         self.tuner["mu_alg"] = self.tuner["mu_hat"] = self.tuner["mu"]
         self.tuner["mu_correction"] = zero
 
@@ -295,16 +314,9 @@ class YFOptimizer(torch.optim.Optimizer):
             if saved is not None and _state_dtype(param) != param.dtype:
                 self.state[param] = {k: v.to(device=param.device, dtype=_state_dtype(param))
                                      for k, v in saved.items()}
-        self.tuner = {}
-        if tuner:
-            device = params[0].device
-            self.tuner = {k: v.to(device) for k, v in tuner.items()}
+        self.tuner = {k: v.to(params[0].device) for k, v in tuner.items()}
 
     # ---------------------------------------------------------------- step
-    def _use_foreach(self, params: list[torch.Tensor]) -> bool:
-        if self.foreach is not None:
-            return bool(self.foreach)
-        return all(p.device.type != "cpu" for p in params)
 
     def _prepare(self, params: list[torch.Tensor]) -> None:
         if not self.tuner:
@@ -313,8 +325,8 @@ class YFOptimizer(torch.optim.Optimizer):
         for p in params:
             state = self.state[p]
             if not state:
-                state["grad_avg"] = torch.zeros_like(p, dtype=_state_dtype(p), memory_format=torch.preserve_format)
-                state["momentum_buffer"] = torch.zeros_like(state["grad_avg"])
+                zeros = torch.zeros_like(p, dtype=_state_dtype(p), memory_format=torch.preserve_format)
+                state["scaled_grad_avg"], state["scaled_velocity"] = zeros, torch.zeros_like(zeros)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -323,37 +335,40 @@ class YFOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         groups = [(group, list(params_with_grad(group, "YFOptimizer"))) for group in self.param_groups]
+        idle = [p for group in self.param_groups for p in group["params"] if p.grad is None and self.state.get(p)]
         groups = [(group, params) for group, params in groups if params]
         if not groups:
             return loss
         params = [p for _, group_params in groups for p in group_params]
-        foreach = self._use_foreach(params)
+        foreach = True if self.foreach is None else bool(self.foreach)
         self._prepare(params)
         t, cfg = self.tuner, self._cfg
         device, dtype = t["g2_avg"].device, t["g2_avg"].dtype
         buckets = list(group_by_device_and_dtype([params, [p.grad for p in params]]).values())
 
         # 1. global gradient norm (a non-finite one: skip the step), clipping
-        raw_norm = torch.sqrt(_sum_on(device, dtype, [_squared_norms(grads, foreach) for _, grads in buckets]))
+        raw_norm = torch.sqrt(_sum_of_squares(device, dtype, [_norms(grads, foreach) for _, grads in buckets]))
         ok = torch.isfinite(raw_norm)
         for _, grads in buckets:
             for g in grads:
                 g.nan_to_num_(0.0, 0.0, 0.0)  # NaN * 0 would reach the states even on a skipped step
         clip, explode_clip, g2 = _clip_factors(torch.where(ok, raw_norm, 0.0), t["step"], t["h_max"], cfg)
+        if any(_state_dtype(p) != p.dtype for p in params):  # lerp needs the state's dtype: 16-bit -> float32
+            buckets = [(bucket, [g.to(_state_dtype(g)) for g in grads]) for bucket, grads in buckets]
         applied = ok.to(dtype)  # 0 on a skip: multiplies everything a skipped step must not add (all finite)
 
         # 4 (per parameter). gbar <- beta gbar + (1 - beta) g, then sum ||gbar||^2
         beta = cfg["beta"]
-        keep, weight = 1.0 - (1.0 - beta) * applied, (1.0 - beta) * clip * applied
+        previous = dict(t)
+        t["grad_avg_scale"], avg_weight = rescaled_ema(
+            previous["grad_avg_scale"], 1.0 - (1.0 - beta) * applied, (1.0 - beta) * clip * applied)
         update_avgs = _grad_avg_foreach if foreach else _grad_avg_single
-        grad_avg_sq = _sum_on(device, dtype, [
-            update_avgs(grads, [self.state[p]["grad_avg"] for p in bucket], keep.to(bucket[0].device),
-                        weight.to(bucket[0].device))
+        scaled_sq = _sum_of_squares(device, dtype, [
+            update_avgs(grads, [self.state[p]["scaled_grad_avg"] for p in bucket], _like(avg_weight, bucket[0]))
             for bucket, grads in buckets])
 
         # 2-6. the tuner's scalars; a skipped step keeps the old ones
-        previous = dict(t)
-        for name, value in _tune(t, g2, grad_avg_sq, cfg).items():
+        for name, value in _tune(previous, g2, t["grad_avg_scale"] ** 2 * scaled_sq, cfg).items():
             t[name] = torch.where(ok, value, previous[name])
         t["step"] = previous["step"] + applied
         t["skipped"] = previous["skipped"] + (1.0 - applied)
@@ -361,26 +376,33 @@ class YFOptimizer(torch.optim.Optimizer):
         if cfg["closed_loop"]:
             momentum = self._close_the_loop(previous, buckets, clip * explode_clip, ok)
 
-        # 7-8. per group: lr * lr_factor with the catastrophic-move guard, then the momentum SGD step
-        grad_scale = clip * explode_clip * applied  # the exploding-gradient clip (step 8) folded in
-        mu_step = torch.where(ok, momentum, 1.0)
+        # 7-8. per group: lr * lr_factor with the catastrophic-move guard, then the momentum SGD step; the
+        # exploding-gradient clip (step 8) is folded into the gradient's weight
+        t["velocity_scale"], velocity_weight = rescaled_ema(
+            previous["velocity_scale"], torch.where(ok, momentum, 1.0), clip * explode_clip * applied)
+        step_momentum = _momentum_foreach if foreach else _momentum_single
+        work_grads = {p: g for bucket, grads in buckets for p, g in zip(bucket, grads)}
         for group, group_params in groups:
             lr = t["lr"] * group["lr_factor"]
             if cfg["adapt_clip"]:
                 too_far = lr * torch.sqrt(g2) >= CATASTROPHIC_MOVE
                 lr = torch.where(too_far, CATASTROPHIC_MOVE / torch.sqrt(g2 + EPS), lr)
-            decay = group["weight_decay"] * applied if group["weight_decay"] != 0 else None
-            step_momentum = _momentum_foreach if foreach else _momentum_single
-            for bucket, grads in group_by_device_and_dtype([group_params, [p.grad for p in group_params]]).values():
-                here = bucket[0].device
-                step_momentum(bucket, grads, [self.state[p]["momentum_buffer"] for p in bucket], mu_step.to(here),
-                              grad_scale.to(here), None if decay is None else decay.to(here), (-lr * applied).to(here))
+            decay = group["weight_decay"] * applied / t["velocity_scale"] if group["weight_decay"] != 0 else None
+            neg_step = -lr * applied * t["velocity_scale"]
+            group_grads = [work_grads[p] for p in group_params]
+            for bucket, grads in group_by_device_and_dtype([group_params, group_grads]).values():
+                step_momentum(bucket, grads, [self.state[p]["scaled_velocity"] for p in bucket],
+                              _like(velocity_weight, bucket[0]), None if decay is None else _like(decay, bucket[0]),
+                              _like(neg_step, bucket[0]))
             group["lr"] = _keep_on_skip(ok, lr, group["lr"])
             group["momentum"] = _keep_on_skip(ok, momentum, group["momentum"])
+        for p in idle:  # parameters without a gradient keep their averages: undo the shared scales' change
+            self.state[p]["scaled_grad_avg"].mul_(_like(previous["grad_avg_scale"] / t["grad_avg_scale"], p))
+            self.state[p]["scaled_velocity"].mul_(_like(previous["velocity_scale"] / t["velocity_scale"], p))
         return loss
 
     def _close_the_loop(self, previous: dict, buckets: list, grad_scale: torch.Tensor, ok: torch.Tensor):
-        """Closed loop: returns the momentum to apply, mu_alg = mu + correction, and measures mu_hat.
+        """Closed loop: returns the momentum to apply, mu_alg = mu + correction (in [0, 1)), and measures mu_hat.
 
         Feedback: correction <- correction + gain * (mu - mu_hat). While the tuner's mu stays put this is the
         paper's mu_alg <- mu_alg + gain * (mu - mu_hat); a moving mu is fed forward instead of being followed
@@ -396,7 +418,7 @@ class YFOptimizer(torch.optim.Optimizer):
         size of the model and a median over it.
         """
         t = self.tuner
-        momentum = torch.clamp(t["mu"] + previous["mu_correction"], -0.999, 0.999)
+        momentum = torch.clamp(t["mu"] + previous["mu_correction"], 0.0, 0.999)
         shift = torch.zeros_like(momentum)
         if self._gradient_delay is not None:
             ratios = []
@@ -404,10 +426,10 @@ class YFOptimizer(torch.optim.Optimizer):
                 for p, g in zip(bucket, grads):
                     fresh = self._gradient_delay.fresh_grad(p)
                     if fresh is not None and fresh is not g:
-                        v = self.state[p]["momentum_buffer"]
+                        v = self.state[p]["scaled_velocity"]  # v / velocity_scale
                         ratios.append(((g.float() - fresh.float()) / v.float()).flatten().to(momentum.device))
             if ratios:  # 0 / 0 (a coordinate that never moved) is NaN, which nanmedian ignores
-                median = torch.nanmedian(torch.cat(ratios)).to(momentum.dtype)
+                median = torch.nanmedian(torch.cat(ratios)).to(momentum.dtype) / previous["velocity_scale"]
                 shift = torch.where(torch.isfinite(median), grad_scale * median, shift)
         mu_hat = momentum + shift
         measured = ok & (previous["step"] >= 1)  # a first step has no previous move to compare with
@@ -418,13 +440,20 @@ class YFOptimizer(torch.optim.Optimizer):
         return momentum
 
 
+def _like(scalar: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A tuner scalar on the parameter's device in its state's dtype (lerp wants its weight in that dtype)."""
+    return scalar.to(device=param.device, dtype=_state_dtype(param))
+
+
 def _keep_on_skip(ok: torch.Tensor, new: torch.Tensor, old: Any) -> torch.Tensor:
     return torch.where(ok, new, old) if torch.is_tensor(old) else new
 
 
-def _sum_on(device: torch.device, dtype: torch.dtype, parts: list[list[torch.Tensor]]) -> torch.Tensor:
-    """Sum of per-tensor scalars from every (device, dtype) bucket, in the tuner's device and dtype."""
-    return torch.stack([s.to(device=device, dtype=dtype) for part in parts for s in part]).sum()
+def _sum_of_squares(device: torch.device, dtype: torch.dtype, norms: list[list[torch.Tensor]]) -> torch.Tensor:
+    """sum ||x||^2 from per-tensor norms of every (device, dtype) bucket, in the tuner's device and dtype."""
+    per_bucket = [torch.stack(bucket).to(device=device, dtype=dtype) for bucket in norms]
+    stacked = per_bucket[0] if len(per_bucket) == 1 else torch.cat(per_bucket)
+    return torch.dot(stacked, stacked)
 
 
 def _clip_factors(norm: torch.Tensor, k: torch.Tensor, h_max_prev: torch.Tensor, cfg: dict):
