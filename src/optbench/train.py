@@ -103,6 +103,8 @@ class Trainer:
             from optbench.staleness import DelayedGradients
 
             self.delay = DelayedGradients(list(self.model.parameters()), int(trainer["staleness"]))
+            if hasattr(optimizer, "attach_gradient_delay"):  # closed-loop YellowFin measures against fresh grads
+                optimizer.attach_gradient_delay(self.delay)
         self.scale_invariant = []
         if cfg.get("log_weight_norm"):
             from optbench.models.scale_invariant import scale_invariant_weights
