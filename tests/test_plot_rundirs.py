@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from optbench.plot.runs import group_runs, load_runs
+from optbench.plot.runs import _read_columns, group_runs, load_runs, read_columns_rowwise
 from optbench.plot.smoothing import ema, moving_average, smoother
 
 METRIC_COLUMNS = ["epoch", "step", "time_s", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
@@ -115,3 +115,19 @@ def test_moving_average_and_ema_are_causal_and_exact():
     for bad in (-3, {"ema": 1.0}, "wide", True):
         with pytest.raises(ValueError):
             smoother(bad)
+
+
+def test_fast_reader_equals_the_tolerant_one(tmp_path):
+    """numpy's parser (the fast path) and the row-by-row reader agree on what the trainer writes: \r\n line
+    ends, blank cells of columns that appeared later, inf/nan of a diverged step."""
+    path = tmp_path / "steps.csv"
+    write_csv(path, [{"step": 1, "loss": 2.5}, {"step": 2, "loss": float("inf"), "mu": 0.9},
+                     {"step": 3, "loss": float("nan"), "x": -1.0}], ["step", "loss", "mu", "x"])
+    assert b"\r\n" in path.read_bytes()
+    fast, slow = _read_columns(path), read_columns_rowwise(path)
+    assert list(fast) == ["step", "loss", "mu", "x"]
+    for key in fast:
+        np.testing.assert_array_equal(fast[key], slow[key])
+    np.testing.assert_array_equal(fast["mu"], [np.nan, 0.9, np.nan])
+    (tmp_path / "empty.csv").write_text("step,loss\r\n")
+    assert _read_columns(tmp_path / "empty.csv") == {} and _read_columns(tmp_path / "missing.csv") == {}

@@ -9,6 +9,7 @@ half-written summary.json reads as status 'unknown', a cell that is not a number
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import warnings
@@ -29,13 +30,42 @@ def _number(cell: str | None) -> float:
         return math.nan
 
 
-def _read_columns(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
-        return {}
+def _fill_blanks(body: str) -> str:
+    """Blank cells (a column that appeared after the row was written) -> 'nan', for numpy's parser."""
+    body = "\n" + body.strip("\n") + "\n"
+    body = body.replace(",,", ",nan,").replace(",,", ",nan,")  # twice: ',,,' overlaps
+    return body.replace(",\n", ",nan\n").replace("\n,", "\nnan,")
+
+
+def read_columns_rowwise(path: Path) -> dict[str, np.ndarray]:
+    """Tolerant reader: any row shape, any cell (non-numbers -> NaN)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     keys = [k for k in (rows[0].keys() if rows else ()) if k is not None]
     return {key: np.array([_number(r.get(key)) for r in rows]) for key in keys}
+
+
+def _read_columns(path: Path) -> dict[str, np.ndarray]:
+    """A CSV log as float columns. The common case (complete rows of numbers, blanks for columns that appeared
+    later) goes through numpy's C parser, about 2x faster on the long steps.csv of a big sweep; anything
+    else (a row cut off mid-write) falls back to the tolerant reader."""
+    if not path.exists():
+        return {}
+    text = path.read_text()  # universal newlines: the csv module's \r\n arrive as \n
+    header, _, body = text.partition("\n")
+    names = header.strip().split(",")
+    if not body.strip():  # no rows yet
+        return {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a ragged row must not pass as a shorter table
+            values = np.loadtxt(io.StringIO(_fill_blanks(body)), delimiter=",", ndmin=2,
+                                dtype=float)
+        if values.shape[1] == len(names):
+            return {name: values[:, i] for i, name in enumerate(names)}
+    except (ValueError, UserWarning):
+        pass
+    return read_columns_rowwise(path)
 
 
 def lookup(config: Mapping, dotted: str, default: Any = None) -> Any:
