@@ -393,6 +393,7 @@ def test_non_finite_gradient_is_skipped_counted_and_not_applied(bad):
     quadratic_loss(weights + biases, 10).backward()
     weights[0].grad[2, 3] = bad
     opt.step()
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in weights + biases)  # no NaN left behind
     for p, b in zip(weights + biases, before):
         assert torch.equal(p.detach(), b)
     assert float(opt.extras()["skipped"]) == 1
@@ -460,6 +461,17 @@ def test_groups_get_the_tuned_lr_times_their_factor_and_schedules_scale_it():
     lr_w, lr_b = (float(g["lr"]) for g in opt.param_groups)
     assert lr_w == pytest.approx(0.1 * float(opt.tuner["lr"]), rel=1e-6)
     assert lr_b == pytest.approx(0.05 * float(opt.tuner["lr"]), rel=1e-6)
+
+
+def test_an_applied_step_leaves_the_gradients_bit_for_bit_unchanged():
+    weights, biases = small_problem()
+    opt = make_optimizer(weights, biases, clip_thresh=1.0)  # clipping scales the update, not .grad
+    train(opt, weights + biases, 0, 3)
+    opt.zero_grad()
+    quadratic_loss(weights + biases, 3).backward()
+    grads = [p.grad.clone() for p in weights + biases]
+    opt.step()
+    assert all(torch.equal(p.grad, g) for p, g in zip(weights + biases, grads))
 
 
 def test_extras_names_before_and_after_the_first_step():
