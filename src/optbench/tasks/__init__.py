@@ -19,6 +19,10 @@ _KIND_MODULES: dict[str, str] = {
     "autoencoder": "autoencoder",
     "language_model": "language_model",
     "noisy_quadratic": "quadratic",
+    "reddi": "synthetic",
+    "reddi_stochastic": "synthetic",
+    "alt_quadratic": "synthetic",
+    "adamp_toy": "synthetic",
 }
 
 
