@@ -122,6 +122,7 @@ def test_variant_names_the_overrides(tmp_path):
     ("trainer.amp=fp8", "trainer.amp='fp8' is not known; valid: none, bf16, fp16"),
     ("optim.lr_schedule.name=linear", "optim.lr_schedule.name='linear' is not known; valid: constant"),
     ("optim.lr_schedule.milestones=[5,2]", "must be strictly increasing"),
+    ("trainer.staleness=-1", "trainer.staleness=-1 must be an integer >= 0"),
 ])
 def test_bad_values_are_rejected_before_training(override, message, tmp_path):
     cfg = compose("optim=momentum", override, f"results_dir={tmp_path}", "device=cpu")

@@ -93,6 +93,9 @@ def check_run(cfg: Mapping) -> None:
     _int_at_least("trainer.staleness", trainer.get("staleness", 0), 0)
     if trainer.get("amp", "none") not in AMP_MODES:
         raise ConfigError(f"trainer.amp={trainer.get('amp')!r} is not known; valid: {', '.join(AMP_MODES)}")
+    if trainer.get("staleness", 0) and trainer.get("amp") == "fp16":
+        raise ConfigError("trainer.staleness > 0 with trainer.amp=fp16 is not supported (the grad scaler would "
+                          "check the fresh gradients but apply stale ones); use trainer.amp=bf16 or none")
     if trainer.get("grad_clip") is not None:
         _in_range("trainer.grad_clip", trainer["grad_clip"], 0.0, math.inf, low_open=True)
     check_optim(cfg["optim"])
