@@ -57,6 +57,7 @@ class Style:
             return out
 
         labels = labels_ignoring(("task.",))
-        if len(set(labels)) < len(labels):
+        per_task = [(g.task, label) for g, label in zip(groups, labels)]
+        if len(set(per_task)) < len(per_task):  # two groups of one task differ only in task settings
             labels = labels_ignoring(())
         return labels
