@@ -36,7 +36,8 @@ else
   done
   # VGG: the main runs and the alpha_0 study in one grid (alpha_0 = 1e-3 is the main run)
   sweep experiment=hypergrad/cifar10_vgg "optim=$SGD_FAMILIES,adam" "optim.lr=$ALPHA0S"
-  sweep experiment=hypergrad/cifar10_vgg "optim=$ADAM_HD" "optim.lr=$ALPHA0S" optim.hypergrad_lr=1e-8
+  # ++: a sweep over optim checks its other overrides against the default optim (sgd) first
+  sweep experiment=hypergrad/cifar10_vgg "optim=$ADAM_HD" "optim.lr=$ALPHA0S" ++optim.hypergrad_lr=1e-8
 fi
 
 python -m optbench.plot "figure=[hypergrad,hypergrad_alpha0]" table=hypergrad results_dir="$RESULTS" \
