@@ -255,15 +255,16 @@ def draw_profile(profile: Profile, out: Path) -> list[Path]:
     """The performance profile as a curve over tau from 1 to the largest tau of the spec."""
     import numpy as np
 
-    from optbench.plot.curves import PALETTE
-    from optbench.plot.figures import plt, save_figure
+    from optbench.plot.curves import LINESTYLES, PALETTE
+    from optbench.plot.figures import plt, save_figure, set_log_scale
 
     taus = np.geomspace(1.0, max(max(profile.taus), 1.0 + 1e-9), 200)
     dense = measures.performance_profile(profile.times, list(profile.fractions), list(taus))
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
     for i, (label, fractions) in enumerate(dense.items()):
-        ax.step(taus, fractions, where="post", color=PALETTE[i % len(PALETTE)], label=label)
-    ax.set_xscale("log")
+        ax.step(taus, fractions, where="post", color=PALETTE[i % len(PALETTE)],
+                linestyle=LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)], label=label)
+    set_log_scale(ax, "x")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"tau (time to target in {profile.time}, relative to the fastest)")
     ax.set_ylabel("fraction of tasks")
