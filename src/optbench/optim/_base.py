@@ -38,6 +38,26 @@ def resolve_foreach(foreach: bool | None, params: list[torch.Tensor]) -> bool:
     return all(p.device.type != "cpu" for p in params)
 
 
+SLICE_ELEMENTS = 1 << 17  # 256 KiB of float32 per tensor: a few such slices stay in the L2 cache
+
+
+def for_slices(kernel: Callable[..., None], tensors: list, **scalars: Any) -> None:
+    """Run an elementwise in-place ``kernel(*tensors, **scalars)`` on cache-sized slices along dim 0 (CPU).
+
+    A chain of elementwise operations on whole tensors streams every operand through memory once per operation;
+    slice by slice, the chain runs while the slice is in the cache, so each tensor crosses the memory bus about
+    once. The result is identical (elementwise math). ``tensors`` share their size along dim 0 (parameters,
+    gradients, state, per-row factors shaped (rows, 1, ...)); None entries are passed through."""
+    first = tensors[0]
+    if first.device.type != "cpu" or first.dim() == 0 or first.numel() <= SLICE_ELEMENTS:
+        kernel(*tensors, **scalars)
+        return
+    rows = first.shape[0]
+    step = max(1, SLICE_ELEMENTS // (first.numel() // rows))
+    for start in range(0, rows, step):
+        kernel(*(None if t is None else t[start:start + step] for t in tensors), **scalars)
+
+
 def _to_state_precision(value: Any, param: torch.Tensor) -> Any:
     if isinstance(value, torch.Tensor) and value.is_floating_point():
         return value.to(device=param.device, dtype=state_dtype(param))

@@ -30,24 +30,41 @@ from typing import Iterable
 
 import torch
 
-from optbench.optim._base import PaperOptimizer, zeros_state
+from optbench.optim import _base
+from optbench.optim._base import PaperOptimizer, for_slices, zeros_state
 from optbench.optim._common import check_betas, check_positive, check_unit_interval
 from optbench.optim.expectigrad import add_scaled_
+
+
+def row_dots(rows: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """Row-wise dot products (a * b).sum(1) for each (a, b) pair of matrices shaped like ``rows``.
+
+    On the CPU the rows are visited in cache-sized slices and every product of a slice is formed in one reused
+    scratch buffer, so each input is read from memory once instead of once per product plus a temporary."""
+    if rows.device.type != "cpu" or rows.numel() <= _base.SLICE_ELEMENTS:
+        return [(a * b).sum(1) for a, b in pairs]
+    n_rows, n_cols = rows.shape
+    step = max(1, _base.SLICE_ELEMENTS // n_cols)
+    scratch = torch.empty((min(step, n_rows), n_cols), dtype=rows.dtype)
+    out = [torch.empty(n_rows, dtype=rows.dtype) for _ in pairs]
+    for start in range(0, n_rows, step):
+        stop = min(start + step, n_rows)
+        buf = scratch[: stop - start]
+        for (a, b), result in zip(pairs, out):
+            torch.sum(torch.mul(a[start:stop], b[start:stop], out=buf), dim=1, out=result[start:stop])
+    return out
 
 
 def radial_projection(p: torch.Tensor, g: torch.Tensor, update: torch.Tensor, *, delta: float, eps: float,
                       wd_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(c, ratio) for one tensor with p.dim() > 1: the projected update is ``update - c * p`` (c has one value
     per output channel, shaped to broadcast against p) and ratio multiplies the weight decay."""
-    rows = p.reshape(p.shape[0], -1)
-    g_rows = g.reshape(rows.shape)
-    p_sq = torch.linalg.vecdot(rows, rows)
-    g_sq = torch.linalg.vecdot(g_rows, g_rows)
-    gp = torch.linalg.vecdot(g_rows, rows)
-    pu = torch.linalg.vecdot(update.reshape(rows.shape), rows)
+    rows, g_rows = p.reshape(p.shape[0], -1), g.reshape(p.shape[0], -1)
+    gp, pu = row_dots(rows, [(g_rows, rows), (update.reshape(rows.shape), rows)])
+    p_norm, g_norm = torch.linalg.vector_norm(rows, dim=1), torch.linalg.vector_norm(g_rows, dim=1)
+    p_sq, g_sq = p_norm.square(), g_norm.square()
 
     # cosine as torch.nn.functional.cosine_similarity defines it: x.y / (max(|x|, eps) * max(|y|, eps))
-    p_norm, g_norm = p_sq.sqrt(), g_sq.sqrt()
     cos_channel = gp.abs() / (p_norm.clamp(min=eps) * g_norm.clamp(min=eps))
     channel = cos_channel.max() < delta / math.sqrt(rows.shape[1])
     p_norm_layer, g_norm_layer = p_sq.sum().sqrt(), g_sq.sum().sqrt()
@@ -79,8 +96,19 @@ def decay_and_project(p: torch.Tensor, g: torch.Tensor, update: torch.Tensor, *,
 
 
 def step_single_(p: torch.Tensor, update: torch.Tensor, scale: torch.Tensor | float, lr_eff: float) -> None:
-    if isinstance(scale, torch.Tensor) or scale != 1.0:
-        p.mul_(scale)
+    """p = p * scale - lr_eff * update (scale: a per-row tensor, a 0-dim tensor or a float)."""
+    if isinstance(scale, torch.Tensor) and scale.dim() > 0:
+        for_slices(_scaled_step, [p, update, scale], lr_eff=lr_eff, const_scale=1.0)
+    else:
+        for_slices(_scaled_step, [p, update, None], lr_eff=lr_eff, const_scale=scale)
+
+
+def _scaled_step(p: torch.Tensor, update: torch.Tensor, row_scale: torch.Tensor | None, *, lr_eff: float,
+                 const_scale: torch.Tensor | float) -> None:
+    if row_scale is not None:
+        p.mul_(row_scale)
+    elif isinstance(const_scale, torch.Tensor) or const_scale != 1.0:
+        p.mul_(const_scale)
     p.add_(update, alpha=-lr_eff)
 
 
@@ -105,17 +133,24 @@ def _adam_direction_scale(beta1: float, beta2: float, eps: float, t: int) -> tup
     return eps * bc2_sqrt, bc2_sqrt / (1.0 - beta1**t)
 
 
+def _adam_direction(g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, update: torch.Tensor, *, beta1: float,
+                    beta2: float, eps_t: float, nesterov: bool) -> None:
+    """Moments in place; update = m / (sqrt(v) + eps_t) (nesterov: (b1 m + (1 - b1) g) in place of m)."""
+    m.lerp_(g, 1.0 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+    torch.sqrt(v, out=update).add_(eps_t)
+    numerator = torch.lerp(m, g, 1.0 - beta1) if nesterov else m
+    torch.div(numerator, update, out=update)
+
+
 def adamp_single_tensor(p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> None:
     beta1, beta2 = group["betas"]
     lr = group["lr"]
     state["step"] += 1
-    m, v = state["exp_avg"], state["exp_avg_sq"]
-    m.lerp_(g, 1.0 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
     eps_t, lr_factor = _adam_direction_scale(beta1, beta2, group["eps"], state["step"])
-    update = v.sqrt().add_(eps_t)
-    numerator = torch.lerp(m, g, 1.0 - beta1) if group["nesterov"] else m
-    torch.div(numerator, update, out=update)
+    update = torch.empty_like(g)
+    for_slices(_adam_direction, [g, state["exp_avg"], state["exp_avg_sq"], update], beta1=beta1, beta2=beta2,
+               eps_t=eps_t, nesterov=group["nesterov"])
     lr_eff = lr * lr_factor
     scale = decay_and_project(p, g, update, lr_eff=lr_eff, decay=lr * group["weight_decay"], group=group)
     step_single_(p, update, scale, lr_eff)
@@ -178,17 +213,25 @@ class AdamP(PaperOptimizer):
 
 
 def sgdp_single_tensor(p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> None:
-    momentum, dampening, lr = group["momentum"], group["dampening"], group["lr"]
+    momentum, lr, nesterov = group["momentum"], group["lr"], group["nesterov"]
     buf = state["momentum_buffer"]
+    d = torch.empty_like(g) if nesterov else buf
+    for_slices(_sgd_direction, [g, buf, d if nesterov else None], momentum=momentum,
+               dampening=group["dampening"])
+    decay = lr * group["weight_decay"] / (1.0 - momentum)
+    scale = decay_and_project(p, g, d, lr_eff=lr, decay=decay, group=group, fold=nesterov)
+    step_single_(p, d, scale, lr)
+
+
+def _sgd_direction(g: torch.Tensor, buf: torch.Tensor, d: torch.Tensor | None, *, momentum: float,
+                   dampening: float) -> None:
+    """buf = momentum * buf + (1 - dampening) * g; d = g + momentum * buf (Nesterov; None: d is buf)."""
     if dampening == 0:
         torch.add(g, buf, alpha=momentum, out=buf)
     else:
         buf.mul_(momentum).add_(g, alpha=1.0 - dampening)
-    nesterov = group["nesterov"]
-    d = g.add(buf, alpha=momentum) if nesterov else buf
-    decay = lr * group["weight_decay"] / (1.0 - momentum)
-    scale = decay_and_project(p, g, d, lr_eff=lr, decay=decay, group=group, fold=nesterov)
-    step_single_(p, d, scale, lr)
+    if d is not None:
+        torch.add(g, buf, alpha=momentum, out=d)
 
 
 def sgdp_multi_tensor(ps: list, gs: list, states: list[dict], group: dict) -> None:

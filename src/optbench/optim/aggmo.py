@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from optbench.optim._base import PaperOptimizer, zeros_state
+from optbench.optim._base import PaperOptimizer, for_slices, zeros_state
 from optbench.optim._common import check_betas, check_positive
 
 
@@ -37,6 +37,11 @@ def _check_buffers(buffers: list, betas: Sequence[float]) -> None:
 
 def aggmo_single_tensor(p: torch.Tensor, g: torch.Tensor, buffers: list[torch.Tensor], *, lr: float,
                         betas: Sequence[float], weight_decay: float) -> None:
+    for_slices(_aggmo_elementwise, [p, g, *buffers], lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+
+
+def _aggmo_elementwise(p: torch.Tensor, g: torch.Tensor, *buffers: torch.Tensor, lr: float,
+                       betas: Sequence[float], weight_decay: float) -> None:
     k = len(betas)
     d = g.add(p, alpha=weight_decay) if weight_decay != 0 else g
     if len(buffers) < k:  # one beta is 0: its velocity is d

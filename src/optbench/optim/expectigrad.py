@@ -21,7 +21,7 @@ from typing import Iterable
 
 import torch
 
-from optbench.optim._base import PaperOptimizer, zeros_state
+from optbench.optim._base import PaperOptimizer, for_slices, zeros_state
 from optbench.optim._common import check_positive, check_unit_interval
 
 
@@ -29,19 +29,28 @@ def expectigrad_single_tensor(p: torch.Tensor, g: torch.Tensor, state: dict, *, 
                               eps: float, sparse_counter: bool, weight_decay: float) -> None:
     state["step"] += 1
     t = state["step"]
-    s = state["sum"]
+    counter = state["counter"] if sparse_counter else None
+    momentum = state["momentum"] if beta > 0 else None
+    for_slices(_expectigrad_elementwise, [p, g, state["sum"], counter, momentum], t=t, lr=lr, beta=beta, eps=eps,
+               weight_decay=weight_decay)
+
+
+def _expectigrad_elementwise(p: torch.Tensor, g: torch.Tensor, s: torch.Tensor, n: torch.Tensor | None,
+                             m: torch.Tensor | None, *, t: int, lr: float, beta: float, eps: float,
+                             weight_decay: float) -> None:
+    """n is None: the counter is t; m is None: beta = 0."""
     s.addcmul_(g, g)
-    if sparse_counter:
-        n = state["counter"]
-        n.add_(g != 0)
-        u = torch.div(s, n.clamp(min=1.0))
+    if n is not None:
+        nonzero = torch.sign(g)
+        n.addcmul_(nonzero, nonzero)  # sign(g)^2 = [g != 0], without a slow bool -> float add
+        u = n.clamp(min=1.0)
+        torch.div(s, u, out=u)
     else:
         u = torch.div(s, t)
     torch.div(g, u.sqrt_().add_(eps), out=u)
     if weight_decay != 0:
         p.mul_(1.0 - lr * weight_decay)
-    if beta > 0:
-        m = state["momentum"]
+    if m is not None:
         m.lerp_(u, 1.0 - beta)
         p.add_(m, alpha=-lr / (1.0 - beta**t))
     else:
