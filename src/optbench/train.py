@@ -237,6 +237,7 @@ class Trainer:
         task.start_epoch()
         sums: dict[str, Any] = {}
         count, diverged = 0, False
+        first_lr, constant_lr = None, True  # a constant float lr is logged exactly, not as a rounded mean
         autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
                     else contextlib.nullcontext())
         bar = None
@@ -274,7 +275,12 @@ class Trainer:
             self.step += 1
             count += 1
             extras = self.extras()
-            for key, value in (("loss", loss.detach()), ("lr", self.lr()), *metrics.items(), *extras.items()):
+            lr = self.lr()
+            if count == 1:
+                first_lr = lr
+            if isinstance(lr, float) and lr != first_lr:
+                constant_lr = False
+            for key, value in (("loss", loss.detach()), ("lr", lr), *metrics.items(), *extras.items()):
                 value = value.detach().float() if isinstance(value, torch.Tensor) else value
                 sums[key] = sums[key] + value if key in sums else value
             if self.step % self.log_every == 0:
@@ -294,6 +300,8 @@ class Trainer:
                                                                      device=self.device) for k in local]))
             sums.update(zip(local, reduced))
         means = {key: _scalar(value) / max(count, 1) for key, value in sums.items()}
+        if constant_lr and isinstance(first_lr, float):
+            means["lr"] = first_lr
         if not math.isfinite(means.get("loss", 0.0)):
             diverged = True
         return means, diverged

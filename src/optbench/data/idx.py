@@ -23,10 +23,11 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
-# torchvision class name -> Debian package / folder hint for getting the files offline
+# torchvision class name -> how to get the four files offline
 _SOURCES = {
-    "MNIST": "the MNIST IDX files from yann.lecun.com or a mirror",
-    "FashionMNIST": "Debian's `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist)",
+    "MNIST": "copy the four MNIST IDX files (train/t10k images and labels, *-ubyte.gz) from any MNIST mirror there",
+    "FashionMNIST": "`apt-get install dataset-fashion-mnist && mkdir -p {raw} && "
+                    "cp /usr/share/datasets/fashion-mnist/*.gz {raw}/`",
 }
 
 
@@ -68,14 +69,13 @@ def load_idx_dataset(name: str, data_dir: str | Path, download: bool = False
         try:
             _download(name, Path(data_dir).expanduser())
         except Exception as err:  # no network, bad mirror, ...
-            raise DatasetNotFoundError(name, raw / f"{missing[0]}.gz",
-                                       f"Download failed ({err}). Get {_SOURCES[name]} and copy them there.") from err
+            raise DatasetNotFoundError(name, raw / f"{missing[0]}.gz", f"Download failed ({err}). To get the "
+                                       f"files offline: {_SOURCES[name].format(raw=raw)}.") from err
         missing = [stem for pair in FILES.values() for stem in pair if _find(raw, stem) is None]
     if missing:
         raise DatasetNotFoundError(
             name, raw / f"{missing[0]}.gz",
-            f"Put the four *-ubyte.gz files there ({_SOURCES[name]}), e.g. `mkdir -p {raw} && cp "
-            f"/usr/share/datasets/fashion-mnist/*.gz {raw}/` for FashionMNIST, or pass download=true when online.",
+            f"To get the files: {_SOURCES[name].format(raw=raw)}; or pass task.download=true when online.",
         )
     out = {}
     for split, (images, labels) in FILES.items():
