@@ -146,8 +146,13 @@ def run(cases: list[Case], device: torch.device, rounds: int, steps: int,
 
 
 def compiled(case: Case) -> Case:
+    """torch.compile of the multi-tensor step (one graph over all tensors; the per-tensor path's loops would
+    unroll into a graph too large to compile in reasonable time)."""
     def factory(ps):
         opt = case.factory(ps)
+        for group in opt.param_groups:
+            if "foreach" in group:
+                group["foreach"] = True
         opt.step = torch.compile(opt.step)
         return opt
 

@@ -31,9 +31,8 @@ from typing import Iterable
 import torch
 
 from optbench.optim import _base
-from optbench.optim._base import PaperOptimizer, for_slices, zeros_state
+from optbench.optim._base import PaperOptimizer, add_scaled_, for_slices, zeros_state
 from optbench.optim._common import check_betas, check_positive, check_unit_interval
-from optbench.optim.expectigrad import add_scaled_
 
 
 def row_dots(rows: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:

@@ -21,7 +21,7 @@ from typing import Iterable
 
 import torch
 
-from optbench.optim._base import PaperOptimizer, for_slices, zeros_state
+from optbench.optim._base import PaperOptimizer, add_scaled_, for_slices, zeros_state
 from optbench.optim._common import check_positive, check_unit_interval
 
 
@@ -83,14 +83,6 @@ def expectigrad_multi_tensor(ps: list[torch.Tensor], gs: list[torch.Tensor], sta
         add_scaled_(ps, ms, [-lr / (1.0 - beta**t) for t in ts])
     else:
         torch._foreach_add_(ps, us, alpha=-lr)
-
-
-def add_scaled_(ps: list[torch.Tensor], xs: list[torch.Tensor], scales: list[float]) -> None:
-    """ps[i] += scales[i] * xs[i]; one fused call when the scales agree (parameters stepped equally often)."""
-    if len(set(scales)) == 1:
-        torch._foreach_add_(ps, xs, alpha=scales[0])
-    else:
-        torch._foreach_add_(ps, torch._foreach_mul(xs, scales))
 
 
 class Expectigrad(PaperOptimizer):
