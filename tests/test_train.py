@@ -213,3 +213,17 @@ def test_multirun_sweep_gives_each_run_its_own_directory(tmp_path):
 def test_default_command_runs_the_embedded_task_and_prints_its_directory(tmp_path):
     proc = run_cli(f"results_dir={tmp_path}", "task.epochs=1")
     assert f"results in {tmp_path}/digits_mlp/sgd/task.epochs=1/seed0" in proc.stdout
+
+
+def test_tensorboard_writes_the_same_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = run(compose("task=digits_logreg", "task.epochs=2", "tensorboard=true", "trainer.log_every=5",
+                          f"results_dir={tmp_path}", "device=cpu"))
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"epoch/val_loss", "epoch/train_loss", "step/loss", "step/lr"} <= tags
+    logged = [e.value for e in events.Scalars("epoch/val_loss")]
+    assert logged == pytest.approx([float(r["val_loss"]) for r in read_csv(run_dir / "metrics.csv")], rel=1e-6)
