@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import sys
 import struct
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
+sys.path.insert(0, str(REPO / "src"))  # test this checkout, whichever one pip installed in editable mode
 
 torch.set_num_threads(1)  # the suite shares 2 cores; keeps timings stable and runs deterministic
 

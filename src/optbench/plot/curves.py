@@ -41,12 +41,14 @@ def compare_figure(groups: Sequence[RunGroup], metrics: Sequence[str], title: st
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         plot_metric(ax, groups, metric)
-    axes[0][0].legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
     fig.suptitle(title)
     fig.tight_layout()
+    if handles:  # beside the panels, so a long list of optimizers never hides a curve
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
     for path in paths:
-        fig.savefig(path, dpi=150)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return paths
