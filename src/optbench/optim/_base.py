@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from optbench.optim._common import group_by_device_and_dtype, params_with_grad
+from optbench.optim._common import evaluate_closure, group_by_device_and_dtype, params_with_grad
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -107,10 +107,7 @@ class PaperOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         name = type(self).__name__
         for group in self.param_groups:
             params = list(params_with_grad(group, name))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -42,6 +42,14 @@ def check_betas(name: str, betas: Sequence[float], length: int | None = None, di
         check_unit_interval(f"{name}[{i}]", beta)
     if distinct and len(set(betas)) != len(betas):
         raise ValueError(f"{name} must not repeat a value (each beta is one velocity buffer), got {betas!r}")
+
+
+def evaluate_closure(closure: Callable[[], Any] | None) -> Any:
+    """``step(closure)``: re-evaluate the loss with gradients enabled (step itself runs under no_grad)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
 
 
 def reject_sparse(grad: torch.Tensor, optimizer_name: str) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from optbench.optim._common import (
+    evaluate_closure,
     check_positive,
     check_unit_interval,
     group_by_device_and_dtype,
@@ -346,10 +347,7 @@ class YFOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         groups = [(group, list(params_with_grad(group, "YFOptimizer"))) for group in self.param_groups]
         idle = [p for group in self.param_groups for p in group["params"] if p.grad is None and self.state.get(p)]
         groups = [(group, params) for group, params in groups if params]

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import torch
 
 from optbench.optim._common import (
+    evaluate_closure,
     check_betas,
     check_positive,
     check_unit_interval,
@@ -169,10 +170,7 @@ class Hypergrad(torch.optim.Optimizer):
     # ------------------------------------------------------------------ step
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         buckets = self._buckets()
         if not buckets:
             return loss
