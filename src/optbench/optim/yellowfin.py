@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from optbench.optim._base import for_slices
 from optbench.optim._common import (
     evaluate_closure,
     check_positive,
@@ -139,27 +140,42 @@ def rescaled_ema(scale: torch.Tensor, keep: torch.Tensor, weight: torch.Tensor) 
     return new_scale, weight / new_scale
 
 
-def _grad_avg_single(grads, avgs, lerp_weight) -> list[torch.Tensor]:
-    """A <- lerp(A, g, lerp_weight) (the scaled gbar); returns ||A|| per tensor."""
+def _sanitize_and_average(g, avg, *, mask, lerp_weight) -> None:
+    if mask is not None:  # _zero_on_skip of this slice, while it is in the cache for the lerp
+        g.view(mask.dtype).bitwise_and_(mask)
+    avg.lerp_(g, lerp_weight)
+
+
+def _grad_avg_single(grads, avgs, lerp_weight, skip_mask=None) -> list[torch.Tensor]:
+    """A <- lerp(A, g, lerp_weight) (the scaled gbar); returns ||A|| per tensor. With ``skip_mask`` (see
+    ``_zero_on_skip``) the gradient is sanitised in the same cache-sized slices (CPU) instead of a pass of its own."""
     norms = []
     for g, avg in zip(grads, avgs):
-        avg.lerp_(g, lerp_weight)
+        for_slices(_sanitize_and_average, [g, avg], mask=skip_mask, lerp_weight=lerp_weight)
         norms.append(torch.linalg.vector_norm(avg))
     return norms
 
 
-def _grad_avg_foreach(grads, avgs, lerp_weight) -> list[torch.Tensor]:
+def _grad_avg_foreach(grads, avgs, lerp_weight, skip_mask=None) -> list[torch.Tensor]:
+    if skip_mask is not None:
+        for g in grads:
+            g.view(skip_mask.dtype).bitwise_and_(skip_mask)
     torch._foreach_lerp_(avgs, grads, [lerp_weight] * len(grads))
     return list(torch._foreach_norm(avgs))
 
 
+def _momentum_kernel(p, g, b, *, lerp_weight, decay, neg_step) -> None:
+    b.lerp_(g, lerp_weight)
+    if decay is not None:
+        b.addcmul_(p, decay)
+    p.addcmul_(b, neg_step)
+
+
 def _momentum_single(params, grads, bufs, lerp_weight, decay, neg_step) -> None:
-    """B <- lerp(B, g, lerp_weight) (+ decay * p), the scaled velocity; p <- p + neg_step * B."""
+    """B <- lerp(B, g, lerp_weight) (+ decay * p), the scaled velocity; p <- p + neg_step * B. On the CPU in
+    cache-sized slices (optbench.optim._base.for_slices): B is written and read back while in the cache."""
     for p, g, b in zip(params, grads, bufs):
-        b.lerp_(g, lerp_weight)
-        if decay is not None:
-            b.addcmul_(p, decay)
-        p.addcmul_(b, neg_step)
+        for_slices(_momentum_kernel, [p, g, b], lerp_weight=lerp_weight, decay=decay, neg_step=neg_step)
 
 
 def _momentum_foreach(params, grads, bufs, lerp_weight, decay, neg_step) -> None:
@@ -186,10 +202,14 @@ def _zero_on_skip(grads: Sequence[torch.Tensor], ok: torch.Tensor) -> None:
     A skipped step multiplies the gradient by 0, but NaN * 0 is NaN, so its non-finite entries must go before
     any state sees them. An AND of the gradient's bits with a device-side mask (all ones, or all zeros on a
     skip) does that without a host sync and costs one plain pass (cheaper than nan_to_num_)."""
-    int_dtype = _SAME_SIZE_INT[grads[0].element_size()]
-    mask = -ok.to(device=grads[0].device, dtype=int_dtype)  # -1 = all bits set
+    mask = _skip_mask(grads[0], ok)
     for g in grads:
-        g.view(int_dtype).bitwise_and_(mask)
+        g.view(mask.dtype).bitwise_and_(mask)
+
+
+def _skip_mask(grad: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """All bits set (-1) when ok, all clear on a skip, as an integer of the gradient's element size."""
+    return -ok.to(device=grad.device, dtype=_SAME_SIZE_INT[grad.element_size()])
 
 
 def _state_dtype(param: torch.Tensor) -> torch.dtype:
@@ -363,8 +383,12 @@ class YFOptimizer(torch.optim.Optimizer):
         # 1. global gradient norm (a non-finite one: skip the step), clipping
         raw_norm = torch.sqrt(_sum_of_squares(device, dtype, [_norms(grads, foreach) for _, grads in buckets]))
         ok = torch.isfinite(raw_norm)
-        for _, grads in buckets:
-            _zero_on_skip(grads, ok)
+        # full-precision gradients are sanitised inside the gbar update below (one pass less); 16-bit ones first,
+        # since they are converted to float32 before it
+        fuse_skip = all(p.grad.dtype not in _LOW_PRECISION for p in params)
+        if not fuse_skip:
+            for _, grads in buckets:
+                _zero_on_skip(grads, ok)
         clip, explode_clip, g2 = _clip_factors(torch.where(ok, raw_norm, 0.0), t["step"], t["h_max"], cfg)
         if any(_state_dtype(p) != p.dtype for p in params):  # lerp needs the state's dtype: 16-bit -> float32
             buckets = [(bucket, [g.to(_state_dtype(g)) for g in grads]) for bucket, grads in buckets]
@@ -377,7 +401,8 @@ class YFOptimizer(torch.optim.Optimizer):
             previous["grad_avg_scale"], 1.0 - (1.0 - beta) * applied, (1.0 - beta) * clip * applied)
         update_avgs = _grad_avg_foreach if foreach else _grad_avg_single
         scaled_sq = _sum_of_squares(device, dtype, [
-            update_avgs(grads, [self.state[p]["scaled_grad_avg"] for p in bucket], _like(avg_weight, bucket[0]))
+            update_avgs(grads, [self.state[p]["scaled_grad_avg"] for p in bucket], _like(avg_weight, bucket[0]),
+                        _skip_mask(grads[0], ok) if fuse_skip else None)
             for bucket, grads in buckets])
 
         # 2-6. the tuner's scalars; a skipped step keeps the old ones
