@@ -21,17 +21,14 @@ import time
 import numpy as np
 import torch
 
+from _timing import sync
+
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
 def random_cifar(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.RandomState(seed)
     return rng.randint(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), rng.randint(0, 10, size=n).astype(np.int64)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def optbench_epoch(images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device, seed: int

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import compose, write_mini_cifar  # noqa: E402
 from data_pipeline import MEAN, STD, PilCifar  # noqa: E402
 
-from optbench.optim import build_optimizer  # noqa: E402
+from _timing import print_comparison, time_trainer, timed  # noqa: E402
+
 from optbench.tasks import build_task  # noqa: E402
-from optbench.train import Trainer, optimizer_config  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from optbench.train import optimizer_config  # noqa: E402
 
 
 def bare_epoch(model, images: np.ndarray, labels: np.ndarray, batch_size: int, workers: int, optim_cfg: dict,
@@ -97,26 +91,11 @@ def main() -> None:
         t_optbench, t_train, t_bare, ratios, train_ratios = [], [], [], [], []
         for repeat in range(args.repeats):
             task.model.load_state_dict(initial)
-            run_dir = Path(tmp) / f"run{repeat}"
-            run_dir.mkdir()
-            trainer = Trainer(cfg, task, build_optimizer(task.model.parameters(), optim_cfg), run_dir, device)
-            trainer.epochs = 0
-            trainer.fit()  # epoch-0 evaluation: not timed
-            trainer.epochs = 1
-            sync(device)
-            start = time.perf_counter()
-            trainer.fit()
-            sync(device)
-            t1 = time.perf_counter() - start
-            t_epoch = trainer.train_time  # the training epoch alone, without evaluation and checkpoint
+            t1, t_epoch, trainer = time_trainer(cfg, task, Path(tmp) / f"run{repeat}", device, epochs=1)
             steps = trainer.step
-
             task.model.load_state_dict(initial)
-            sync(device)
-            start = time.perf_counter()
-            bare_steps = bare_epoch(task.model, images, labels, args.batch_size, args.workers, optim_cfg, device)
-            sync(device)
-            t2 = time.perf_counter() - start
+            t2, bare_steps = timed(lambda: bare_epoch(task.model, images, labels, args.batch_size, args.workers,
+                                                      optim_cfg, device), device)
             assert steps == bare_steps, (steps, bare_steps)
             t_optbench.append(t1)
             t_bare.append(t2)
@@ -125,18 +104,11 @@ def main() -> None:
             train_ratios.append(t_epoch / t2)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} images={len(labels)} "
           f"steps={steps} (ResNet-18, batch {args.batch_size}, SGD momentum, DataLoader workers={args.workers})")
-    print("| epoch | median s | images/s |")
-    print("|---|---|---|")
-    for name, times in (("optbench Trainer (cifar10 task), whole fit()", t_optbench),
-                        ("... of which the training epoch", t_train),
-                        (f"bare loop + torchvision DataLoader ({args.workers} workers)", t_bare)):
-        med = statistics.median(times)
-        print(f"| {name} | {med:.2f} | {len(labels) / med:.0f} |")
-    for what, values in (("fit()", ratios), ("training epoch", train_ratios)):
-        ratio = statistics.median(values)
-        print(f"time ratio, optbench {what} / bare (median of {args.repeats}): {ratio:.3f} "
-              f"({'optbench faster' if ratio < 1 else 'optbench slower'} by {100 * abs(1 - ratio):.1f}%)")
-
+    print_comparison([("optbench Trainer (cifar10 task), whole fit()", t_optbench),
+                      ("... of which the training epoch", t_train),
+                      (f"bare loop + torchvision DataLoader ({args.workers} workers)", t_bare)],
+                     len(labels), "images", [("fit()", ratios), ("training epoch", train_ratios)],
+                     "CPU: level expected; GPU goal >= 2x faster")
 
 if __name__ == "__main__":
     main()

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +26,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import compose  # noqa: E402
 
-from optbench.optim import build_optimizer  # noqa: E402
+from _timing import print_comparison, time_trainer, timed  # noqa: E402
+
 from optbench.tasks import build_task  # noqa: E402
-from optbench.train import Trainer, optimizer_config  # noqa: E402
 
 VOCAB = 10_000
 
@@ -47,11 +45,6 @@ def write_random_ptb(root: Path, train_tokens: int, eval_tokens: int = 300, seed
             ids[: len(words)] = rng.permutation(len(words))
         lines = [" ".join(words[i] for i in ids[s:s + 20]) for s in range(0, n, 20)]
         (folder / f"{split}.txt").write_text("".join(f" {line} \n" for line in lines))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bare_epoch(model, data: torch.Tensor, bptt: int, clip: float, lr: float) -> int:
@@ -101,26 +94,10 @@ def main() -> None:
         t_optbench, t_train, t_bare, ratios, train_ratios = [], [], [], [], []
         for repeat in range(args.repeats):
             task.model.load_state_dict(initial)
-            run_dir = Path(tmp) / f"run{repeat}"
-            run_dir.mkdir()
-            trainer = Trainer(cfg, task, build_optimizer(task.model.parameters(), optimizer_config(cfg)), run_dir,
-                              device)
-            trainer.epochs = 0
-            trainer.fit()  # epoch-0 evaluation: not timed
-            trainer.epochs = 1
-            sync(device)
-            start = time.perf_counter()
-            trainer.fit()
-            sync(device)
-            t1 = time.perf_counter() - start
-            t_epoch = trainer.train_time  # the training epoch alone, without evaluation and checkpoint
-
+            t1, t_epoch, trainer = time_trainer(cfg, task, Path(tmp) / f"run{repeat}", device, epochs=1)
             task.model.load_state_dict(initial)
-            sync(device)
-            start = time.perf_counter()
-            tokens = bare_epoch(task.model, task.train_data, task.bptt, cfg["task"]["grad_clip"], cfg["optim"]["lr"])
-            sync(device)
-            t2 = time.perf_counter() - start
+            t2, tokens = timed(lambda: bare_epoch(task.model, task.train_data, task.bptt, cfg["task"]["grad_clip"],
+                                                  cfg["optim"]["lr"]), device)
             t_optbench.append(t1)
             t_bare.append(t2)
             ratios.append(t1 / t2)
@@ -128,17 +105,9 @@ def main() -> None:
             train_ratios.append(t_epoch / t2)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} train tokens={tokens} "
           f"steps={trainer.step} (ptb_lstm: tied 2 x 650, vocab {VOCAB}, batch 20, bptt 35, clip 1.0, SGD)")
-    print("| loop | median s | tokens/s |")
-    print("|---|---|---|")
-    for name, times in (("optbench Trainer (ptb_lstm task), whole fit()", t_optbench),
-                        ("... of which the training epoch", t_train), ("bare BPTT loop", t_bare)):
-        med = statistics.median(times)
-        print(f"| {name} | {med:.2f} | {tokens / med:.0f} |")
-    for what, values in (("fit()", ratios), ("training epoch", train_ratios)):
-        ratio = statistics.median(values)
-        print(f"time ratio, optbench {what} / bare (median of {args.repeats}): {ratio:.3f} -> "
-              f"{100 * (ratio - 1):+.1f}% (goal within 5%)")
-
+    print_comparison([("optbench Trainer (ptb_lstm task), whole fit()", t_optbench),
+                      ("... of which the training epoch", t_train), ("bare BPTT loop", t_bare)],
+                     tokens, "tokens", [("fit()", ratios), ("training epoch", train_ratios)], "goal within 5%")
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,6 @@ import copy
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -25,9 +24,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import compose, write_mini_mnist  # noqa: E402
 
-from optbench.optim import build_optimizer  # noqa: E402
+from _timing import time_trainer, timed  # noqa: E402
+
 from optbench.tasks import build_task  # noqa: E402
-from optbench.train import Trainer, optimizer_config  # noqa: E402
 
 
 def bare_loop(model, x_uint8, y, epochs, batch_size, lr, momentum, weight_decay, generator, device):
@@ -71,23 +70,12 @@ def main() -> None:
         ratios, t_trainer, t_bare = [], [], []
         for repeat in range(args.repeats):
             task.model.load_state_dict(initial)
-            run_dir = Path(tmp) / f"run{repeat}"
-            run_dir.mkdir()
-            optimizer = build_optimizer(task.model.parameters(), optimizer_config(cfg))
-            trainer = Trainer(cfg, task, optimizer, run_dir, device)
-            trainer.epochs = 0
-            trainer.fit()  # epoch-0 evaluation and first checkpoint: not part of the timed steps
-            trainer.epochs = args.epochs
-            start = time.perf_counter()
-            trainer.fit()
-            t1 = time.perf_counter() - start
-
+            t1, _, _ = time_trainer(cfg, task, Path(tmp) / f"run{repeat}", device, epochs=args.epochs)
             task.model.load_state_dict(initial)
             generator = torch.Generator(device=device).manual_seed(0)
-            start = time.perf_counter()
-            bare_loop(task.model, x.flatten(1), y, args.epochs, task.batch_size, cfg["optim"]["lr"],
-                      cfg["optim"]["momentum"], cfg["task"]["weight_decay"], generator, device)
-            t2 = time.perf_counter() - start
+            t2, _ = timed(lambda: bare_loop(task.model, x.flatten(1), y, args.epochs, task.batch_size,
+                                            cfg["optim"]["lr"], cfg["optim"]["momentum"], cfg["task"]["weight_decay"],
+                                            generator, device), device)
             t_trainer.append(t1)
             t_bare.append(t2)
             ratios.append(t1 / t2)
