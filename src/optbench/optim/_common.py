@@ -52,6 +52,14 @@ def evaluate_closure(closure: Callable[[], Any] | None) -> Any:
         return closure()
 
 
+def adam_moments_foreach_(ms: list[torch.Tensor], vs: list[torch.Tensor], grads: list[torch.Tensor],
+                          beta1: float, beta2: float) -> None:
+    """Adam's moments in place, multi-tensor: m <- beta1 m + (1 - beta1) g, v <- beta2 v + (1 - beta2) g^2."""
+    torch._foreach_lerp_(ms, grads, 1.0 - beta1)
+    torch._foreach_mul_(vs, beta2)
+    torch._foreach_addcmul_(vs, grads, grads, value=1.0 - beta2)
+
+
 def reject_sparse(grad: torch.Tensor, optimizer_name: str) -> None:
     if grad.is_sparse:
         raise RuntimeError(

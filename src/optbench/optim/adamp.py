@@ -32,7 +32,7 @@ import torch
 
 from optbench.optim import _base
 from optbench.optim._base import PaperOptimizer, add_scaled_, for_slices, zeros_state
-from optbench.optim._common import check_betas, check_positive, check_unit_interval
+from optbench.optim._common import adam_moments_foreach_, check_betas, check_positive, check_unit_interval
 
 
 def row_dots(rows: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
@@ -162,9 +162,7 @@ def adamp_multi_tensor(ps: list, gs: list, states: list[dict], group: dict) -> N
         state["step"] += 1
     ms = [s["exp_avg"] for s in states]
     vs = [s["exp_avg_sq"] for s in states]
-    torch._foreach_lerp_(ms, gs, 1.0 - beta1)
-    torch._foreach_mul_(vs, beta2)
-    torch._foreach_addcmul_(vs, gs, gs, value=1.0 - beta2)
+    adam_moments_foreach_(ms, vs, gs, beta1, beta2)
     eps_ts, lr_factors = zip(*(_adam_direction_scale(beta1, beta2, group["eps"], s["step"]) for s in states))
     updates = torch._foreach_sqrt(vs)
     torch._foreach_add_(updates, list(eps_ts))

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from optbench.optim._common import check_betas, check_positive, check_unit_interval
+from optbench.optim._common import adam_moments_foreach_, check_betas, check_positive, check_unit_interval
 from optbench.optim.hypergrad._tensors import add_scaled_
 
 Tensor = torch.Tensor
@@ -197,9 +197,7 @@ class Adam(Direction):
             state["step"] += 1
         ms = [s["exp_avg"] for s in states]
         vs = [s["exp_avg_sq"] for s in states]
-        torch._foreach_lerp_(ms, grads, 1.0 - b1)
-        torch._foreach_mul_(vs, b2)
-        torch._foreach_addcmul_(vs, grads, grads, value=1.0 - b2)
+        adam_moments_foreach_(ms, vs, grads, b1, b2)
         denoms = torch._foreach_sqrt(vs)
         torch._foreach_add_(denoms, group["eps"])
         directions = torch._foreach_div(ms, denoms)
