@@ -551,3 +551,26 @@ def test_the_configs_build_yellowfin():
         optim_cfg["weight_decay"] = cfg["task"]["weight_decay"]
         opt = build_optimizer([torch.nn.Parameter(torch.ones(2))], optim_cfg)
         assert isinstance(opt, YFOptimizer) and opt._cfg["closed_loop"] is closed
+
+
+@pytest.mark.parametrize("closed_loop", [False, True])
+def test_fused_and_per_tensor_paths_agree_through_a_skipped_step(closed_loop):
+    """The fused CPU kernels (optim/_fused.py) follow the per-tensor path, including a non-finite gradient."""
+    results = []
+    for path in (dict(foreach=False), dict(fused=True)):
+        weights, biases = small_problem()
+        opt = make_optimizer(weights, biases, closed_loop=closed_loop, clip_thresh=50.0, **path)
+        train(opt, weights + biases, 0, 20)
+        opt.zero_grad()
+        quadratic_loss(weights + biases, 20).backward()
+        weights[0].grad[1, 2] = math.nan
+        opt.step()
+        assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in weights + biases)
+        train(opt, weights + biases, 21, 20)
+        results.append((weights + biases, opt))
+    (p_single, opt_single), (p_fused, opt_fused) = results
+    assert float(opt_fused.extras()["skipped"]) == 1
+    for a, b in zip(p_single, p_fused):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for name in opt_single.tuner:
+        torch.testing.assert_close(opt_single.tuner[name], opt_fused.tuner[name], rtol=1e-5, atol=1e-8)

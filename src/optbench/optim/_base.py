@@ -3,9 +3,11 @@
 What it does around a subclass's update functions:
 - ``step(closure)`` with the closure evaluated under ``enable_grad``; parameters without a gradient are skipped
   (no state is created for them); sparse gradients are a clear error.
-- Dispatch to the subclass's per-tensor update or to its multi-tensor (``torch._foreach_*``) update on buckets
-  of one (device, dtype); ``foreach=None`` picks the multi-tensor path off the CPU and the per-tensor path on it
-  (on the CPU the per-tensor path is as fast or faster: its temporaries are small and stay in cache).
+- Dispatch to one of three paths with the same math: the per-tensor update, the multi-tensor
+  (``torch._foreach_*``) update on buckets of one (device, dtype), or the fused per-tensor kernel (``_fused``:
+  the multi-tensor update compiled into fused loops, CPU only). ``foreach=None, fused=None`` pick: off the CPU the multi-tensor
+  path; on the CPU the fused kernel for groups of at least ``_fused.MIN_ELEMENTS`` elements, else the
+  per-tensor path (as fast as multi-tensor on the CPU: its temporaries are small and stay in cache).
 - Precision: float16/bfloat16 parameters keep their optimizer state in float32 (a 16-bit EMA cannot represent
   a decay such as 0.999, and a 16-bit running sum stops growing after a few hundred steps); their update is
   computed on a float32 working copy and rounded into the parameter once per step. ``load_state_dict`` keeps
@@ -18,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from optbench.optim import _fused
 from optbench.optim._common import evaluate_closure, group_by_device_and_dtype, params_with_grad
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -32,10 +35,30 @@ def zeros_state(param: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(param, dtype=state_dtype(param), memory_format=torch.preserve_format)
 
 
-def resolve_foreach(foreach: bool | None, params: list[torch.Tensor]) -> bool:
+def check_paths(foreach: bool | None, fused: bool | None) -> None:
+    """Constructor check of the path arguments (the choice itself is made per step, on the tensors)."""
+    if fused and foreach:
+        raise ValueError("fused=True and foreach=True are two different code paths; pass at most one of them")
+
+
+def choose_path(group: dict, params: list[torch.Tensor], has_fused: bool) -> str:
+    """'fused', 'foreach' or 'single' for this group's parameters (see the module docstring)."""
+    fused, foreach = group.get("fused"), group.get("foreach")
+    on_cpu = all(p.device.type == "cpu" for p in params)
+    if fused:
+        if not has_fused:
+            raise RuntimeError("this optimizer has no fused kernel; use foreach=True or False")
+        if not on_cpu:
+            raise RuntimeError(
+                "fused=True runs compiled CPU kernels; on a GPU use the multi-tensor path (foreach=None or True)")
+        return "fused"
     if foreach is not None:
-        return bool(foreach)
-    return all(p.device.type != "cpu" for p in params)
+        return "foreach" if foreach else "single"
+    if not on_cpu:
+        return "foreach"
+    if fused is None and has_fused and sum(p.numel() for p in params) >= _fused.MIN_ELEMENTS:
+        return "fused"
+    return "single"
 
 
 SLICE_ELEMENTS = 1 << 17  # 256 KiB of float32 per tensor: a few such slices stay in the L2 cache
@@ -89,6 +112,7 @@ class PaperOptimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
 
     def _init_state(self, param: torch.Tensor, group: dict) -> dict:
         raise NotImplementedError
@@ -98,6 +122,9 @@ class PaperOptimizer(torch.optim.Optimizer):
 
     def _multi_tensor_update(self, group: dict, params: list, grads: list, states: list) -> None:
         raise NotImplementedError
+
+    # optional: the same update as a compiled kernel (optim/_fused.py); same contract as _multi_tensor_update
+    _fused_update: Callable[..., None] | None = None
 
     def _state_of(self, param: torch.Tensor, group: dict) -> dict:
         state = self.state[param]
@@ -115,11 +142,13 @@ class PaperOptimizer(torch.optim.Optimizer):
                 continue
             grads = [p.grad for p in params]
             states = [self._state_of(p, group) for p in params]
-            if resolve_foreach(group.get("foreach"), params):
+            path = choose_path(group, params, self._fused_update is not None)
+            if path in ("foreach", "fused"):
+                update = self._fused_update if path == "fused" else self._multi_tensor_update
                 buckets = group_by_device_and_dtype([params, grads, states])
                 for bucket_params, bucket_grads, bucket_states in buckets.values():
                     work, work_grads = _working_copies(bucket_params, bucket_grads)
-                    self._multi_tensor_update(group, work, work_grads, bucket_states)
+                    update(group, work, work_grads, bucket_states)
                     _write_back(bucket_params, work)
             else:
                 for p, g, state in zip(params, grads, states):

@@ -30,8 +30,8 @@ from typing import Iterable
 
 import torch
 
-from optbench.optim import _base
-from optbench.optim._base import PaperOptimizer, add_scaled_, for_slices, zeros_state
+from optbench.optim import _base, _fused
+from optbench.optim._base import PaperOptimizer, add_scaled_, check_paths, for_slices, zeros_state
 from optbench.optim._common import adam_moments_foreach_, check_betas, check_positive, check_unit_interval
 
 
@@ -61,11 +61,17 @@ def radial_projection(p: torch.Tensor, g: torch.Tensor, update: torch.Tensor, *,
     rows, g_rows = p.reshape(p.shape[0], -1), g.reshape(p.shape[0], -1)
     gp, pu = row_dots(rows, [(g_rows, rows), (update.reshape(rows.shape), rows)])
     p_norm, g_norm = torch.linalg.vector_norm(rows, dim=1), torch.linalg.vector_norm(g_rows, dim=1)
-    p_sq, g_sq = p_norm.square(), g_norm.square()
+    return radial_coefficients(p, gp, pu, p_norm, g_norm, delta=delta, eps=eps, wd_ratio=wd_ratio)
 
+
+def radial_coefficients(p: torch.Tensor, gp: torch.Tensor, pu: torch.Tensor, p_norm: torch.Tensor,
+                        g_norm: torch.Tensor, *, delta: float, eps: float,
+                        wd_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``radial_projection`` from the per-row sums: gp = g.p, pu = p.update, and the row norms of p and g."""
+    p_sq, g_sq = p_norm.square(), g_norm.square()
     # cosine as torch.nn.functional.cosine_similarity defines it: x.y / (max(|x|, eps) * max(|y|, eps))
     cos_channel = gp.abs() / (p_norm.clamp(min=eps) * g_norm.clamp(min=eps))
-    channel = cos_channel.max() < delta / math.sqrt(rows.shape[1])
+    channel = cos_channel.max() < delta / math.sqrt(p.numel() // p.shape[0])
     p_norm_layer, g_norm_layer = p_sq.sum().sqrt(), g_sq.sum().sqrt()
     cos_layer = gp.sum().abs() / (p_norm_layer.clamp(min=eps) * g_norm_layer.clamp(min=eps))
     layer = cos_layer < delta / math.sqrt(p.numel())
@@ -76,6 +82,15 @@ def radial_projection(p: torch.Tensor, g: torch.Tensor, update: torch.Tensor, *,
     c = torch.where(channel, c_channel, torch.where(layer, c_layer, torch.zeros_like(c_layer)))
     ratio = 1.0 + (wd_ratio - 1.0) * (channel | layer).to(p.dtype)
     return c.view((-1,) + (1,) * (p.dim() - 1)), ratio
+
+
+def fused_radial_projection(p: torch.Tensor, g: torch.Tensor, update: torch.Tensor, *, delta: float, eps: float,
+                            wd_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``radial_projection`` in plain expressions, for the compiled kernels (the compiler fuses the sums)."""
+    rows, g_rows = p.reshape(p.shape[0], -1), g.reshape(p.shape[0], -1)
+    gp, pu = (g_rows * rows).sum(1), (update.reshape(rows.shape) * rows).sum(1)
+    p_norm, g_norm = torch.linalg.vector_norm(rows, dim=1), torch.linalg.vector_norm(g_rows, dim=1)
+    return radial_coefficients(p, gp, pu, p_norm, g_norm, delta=delta, eps=eps, wd_ratio=wd_ratio)
 
 
 def decay_and_project(p: torch.Tensor, g: torch.Tensor, update: torch.Tensor, *, lr_eff: float, decay: float,
@@ -175,25 +190,48 @@ def adamp_multi_tensor(ps: list, gs: list, states: list[dict], group: dict) -> N
     step_multi_(ps, updates, scales, lr_effs)
 
 
+@_fused.fused_kernel
+def _adamp_fused(ps: list, gs: list, ms: list, vs: list, lr_effs: torch.Tensor, eps_ts: torch.Tensor,
+                 decay: torch.Tensor, *, beta1: float, beta2: float, eps: float, nesterov: bool, delta: float,
+                 wd_ratio: float) -> None:
+    """``adamp_single_tensor`` as expressions. Per parameter (float64 vectors): lr_eff and eps' of
+    ``_adam_direction_scale``, computed outside so the loops do not re-evaluate powers; decay: lr * weight_decay."""
+    for i, (p, g, m, v) in enumerate(zip(ps, gs, ms, vs)):
+        lr_eff = lr_effs[i]
+        m_new, v_new = torch.lerp(m, g, 1.0 - beta1), v * beta2 + g * g * (1.0 - beta2)
+        m.copy_(m_new)
+        v.copy_(v_new)
+        numerator = torch.lerp(m_new, g, 1.0 - beta1) if nesterov else m_new
+        update = numerator / (torch.sqrt(v_new) + eps_ts[i])
+        if p.dim() > 1:
+            c, ratio = fused_radial_projection(p, g, update, delta=delta, eps=eps, wd_ratio=wd_ratio)
+            scale = (1.0 - decay * ratio) + lr_eff * c
+        else:
+            scale = 1.0 - decay
+        p.copy_(p * scale - lr_eff * update)
+
+
 class AdamP(PaperOptimizer):
     """Adam with the radial component of the update removed on scale-invariant weights, and decoupled weight
     decay reduced by wd_ratio on them.
 
     Args: lr (> 0), betas (two values in [0, 1)), eps (> 0), weight_decay (decoupled, >= 0),
     delta (cosine threshold, > 0), wd_ratio (weight-decay multiplier on scale-invariant weights, in [0, 1]),
-    nesterov, foreach. The paper's recommendation: lr 1e-3, weight_decay 1e-2.
+    nesterov, foreach, fused (None, None: multi-tensor off the CPU; on it the fused kernel for groups of >= 1M
+    elements, else per-tensor). The paper's recommendation: lr 1e-3, weight_decay 1e-2.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, delta: float = 0.1, wd_ratio: float = 0.1,
-                 nesterov: bool = False, foreach: bool | None = None) -> None:
+                 nesterov: bool = False, foreach: bool | None = None, fused: bool | None = None) -> None:
         check_positive("lr", lr)
         check_betas("betas", betas, length=2)
         check_positive("eps", eps)
         check_positive("weight_decay", weight_decay, allow_zero=True)
         _check_projection_args(delta, wd_ratio)
+        check_paths(foreach, fused)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, delta=delta,
-                        wd_ratio=wd_ratio, nesterov=bool(nesterov), foreach=foreach)
+                        wd_ratio=wd_ratio, nesterov=bool(nesterov), foreach=foreach, fused=fused)
         super().__init__(params, defaults)
 
     def _init_state(self, param: torch.Tensor, group: dict) -> dict:
@@ -204,6 +242,17 @@ class AdamP(PaperOptimizer):
 
     def _multi_tensor_update(self, group, params, grads, states) -> None:
         adamp_multi_tensor(params, grads, states, group)
+
+    def _fused_update(self, group, params, grads, states) -> None:
+        beta1, beta2 = group["betas"]
+        lr = group["lr"]
+        for state in states:
+            state["step"] += 1
+        eps_ts, lr_factors = zip(*(_adam_direction_scale(beta1, beta2, group["eps"], s["step"]) for s in states))
+        _adamp_fused(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                     _fused.scalar([lr * f for f in lr_factors]), _fused.scalar(list(eps_ts)),
+                     _fused.scalar(lr * group["weight_decay"]), beta1=beta1, beta2=beta2, eps=group["eps"],
+                     nesterov=group["nesterov"], delta=group["delta"], wd_ratio=group["wd_ratio"])
 
 
 # ----------------------------------------------------------------------------------------------------- SGDP
@@ -244,18 +293,39 @@ def sgdp_multi_tensor(ps: list, gs: list, states: list[dict], group: dict) -> No
     step_multi_(ps, ds, scales, [lr] * len(ps))
 
 
+@_fused.fused_kernel
+def _sgdp_fused(ps: list, gs: list, bufs: list, lr: torch.Tensor, decay: torch.Tensor, *, momentum: float,
+                dampening: float, nesterov: bool, delta: float, eps: float, wd_ratio: float) -> None:
+    """``sgdp_single_tensor`` as expressions; decay: lr * weight_decay / (1 - momentum)."""
+    for p, g, buf in zip(ps, gs, bufs):
+        buf_new = g + momentum * buf if dampening == 0 else buf * momentum + g * (1.0 - dampening)
+        d = g + momentum * buf_new if nesterov else buf_new
+        if p.dim() > 1:
+            c, ratio = fused_radial_projection(p, g, d, delta=delta, eps=eps, wd_ratio=wd_ratio)
+            if nesterov:
+                scale = (1.0 - decay * ratio) + lr * c
+            else:  # the stored buffer is the projected direction
+                d = buf_new = d - c * p
+                scale = 1.0 - decay * ratio
+        else:
+            scale = 1.0 - decay
+        buf.copy_(buf_new)
+        p.copy_(p * scale - lr * d)
+
+
 class SGDP(PaperOptimizer):
     """SGD (momentum, dampening, Nesterov as torch.optim.SGD) with the radial component removed on
     scale-invariant weights and decoupled weight decay lr * weight_decay * ratio / (1 - momentum).
 
     Args: lr (> 0, required), momentum in [0, 1), dampening in [0, 1], weight_decay (>= 0), nesterov (needs
     momentum > 0 and dampening 0), eps (> 0), delta (> 0), wd_ratio (in [0, 1]), foreach.
-    The paper's recommendation: lr 0.1, momentum 0.9, nesterov, weight_decay 1e-5.
+    fused (None, None: multi-tensor off the CPU; on it the fused kernel for groups of >= 1M elements, else
+    per-tensor). The paper's recommendation: lr 0.1, momentum 0.9, nesterov, weight_decay 1e-5.
     """
 
     def __init__(self, params: Iterable, lr: float, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, eps: float = 1e-8, delta: float = 0.1,
-                 wd_ratio: float = 0.1, foreach: bool | None = None) -> None:
+                 wd_ratio: float = 0.1, foreach: bool | None = None, fused: bool | None = None) -> None:
         check_positive("lr", lr)
         check_unit_interval("momentum", momentum)
         if not (math.isfinite(dampening) and 0.0 <= dampening <= 1.0):
@@ -268,8 +338,10 @@ class SGDP(PaperOptimizer):
             )
         check_positive("eps", eps)
         _check_projection_args(delta, wd_ratio)
+        check_paths(foreach, fused)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=bool(nesterov), eps=eps, delta=delta, wd_ratio=wd_ratio, foreach=foreach)
+                        nesterov=bool(nesterov), eps=eps, delta=delta, wd_ratio=wd_ratio, foreach=foreach,
+                        fused=fused)
         super().__init__(params, defaults)
 
     def _init_state(self, param: torch.Tensor, group: dict) -> dict:
@@ -280,6 +352,13 @@ class SGDP(PaperOptimizer):
 
     def _multi_tensor_update(self, group, params, grads, states) -> None:
         sgdp_multi_tensor(params, grads, states, group)
+
+    def _fused_update(self, group, params, grads, states) -> None:
+        lr, momentum = group["lr"], group["momentum"]
+        _sgdp_fused(params, grads, [s["momentum_buffer"] for s in states], _fused.scalar(lr),
+                    _fused.scalar(lr * group["weight_decay"] / (1.0 - momentum)), momentum=momentum,
+                    dampening=group["dampening"], nesterov=group["nesterov"], delta=group["delta"], eps=group["eps"],
+                    wd_ratio=group["wd_ratio"])
 
 
 def _check_projection_args(delta: float, wd_ratio: float) -> None:

@@ -9,6 +9,9 @@ REFERENCE.md sec. 1, with d the gradient plus coupled L2 decay and K = len(betas
 Storage: each velocity is kept as its exponential moving average m_i = (1 - beta_i) * buf_i, which obeys
 m_i = lerp(m_i, d, 1 - beta_i) (one fused pass instead of a multiply and an add) and gives back
 buf_i = m_i / (1 - beta_i). A beta of 0 has buf = d, so it needs no buffer at all.
+
+Three paths, one formula: per tensor (``aggmo_single_tensor``), multi-tensor (``aggmo_multi_tensor``), and the
+fused kernel (``_aggmo_fused``: the same lines as one compiled loop, the CPU default for large models).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Iterable, Sequence
 
 import torch
 
-from optbench.optim._base import PaperOptimizer, for_slices, zeros_state
+from optbench.optim import _fused
+from optbench.optim._base import PaperOptimizer, check_paths, for_slices, zeros_state
 from optbench.optim._common import check_betas, check_positive
 
 
@@ -64,32 +68,51 @@ def aggmo_multi_tensor(ps: list[torch.Tensor], gs: list[torch.Tensor], buffers: 
         torch._foreach_add_(ps, ms, alpha=-lr / (k * (1.0 - beta)))
 
 
+@_fused.fused_kernel
+def _aggmo_fused(ps: list[torch.Tensor], gs: list[torch.Tensor], buffers: list[list[torch.Tensor]],
+                 lr: torch.Tensor, *, betas: tuple[float, ...], weight_decay: float) -> None:
+    """``_aggmo_elementwise`` as expressions, compiled into one loop per tensor (lr: a 0-dim tensor)."""
+    k = len(betas)
+    for p, g, bufs in zip(ps, gs, buffers):
+        d = g + weight_decay * p if weight_decay != 0 else g
+        total = d if len(bufs) < k else None
+        for beta, m in zip(_damped_betas(betas), bufs):
+            m_new = torch.lerp(m, d, 1.0 - beta)
+            m.copy_(m_new)
+            term = m_new * (1.0 / (1.0 - beta))
+            total = term if total is None else total + term
+        p.copy_(p - total * (lr / k))
+
+
 class AggMo(PaperOptimizer):
     """Aggregated momentum: K heavy-ball velocities with different damping, averaged.
 
     Args: lr (> 0, required), betas (distinct values in [0, 1)), weight_decay (coupled L2, >= 0),
-    foreach (None: multi-tensor off the CPU, per-tensor on it).
+    foreach, fused (None, None: multi-tensor off the CPU; on it the fused kernel for groups of >= 1M elements,
+    else per-tensor).
     Large betas (0.999) stay stable because the low-beta velocities damp the oscillations of the high ones.
     """
 
     def __init__(self, params: Iterable, lr: float, betas: Sequence[float] = (0.0, 0.9, 0.99),
-                 weight_decay: float = 0.0, foreach: bool | None = None) -> None:
+                 weight_decay: float = 0.0, foreach: bool | None = None, fused: bool | None = None) -> None:
         check_positive("lr", lr)
         check_betas("betas", betas, distinct=True)
         check_positive("weight_decay", weight_decay, allow_zero=True)
-        defaults = dict(lr=lr, betas=tuple(float(b) for b in betas), weight_decay=weight_decay, foreach=foreach)
+        check_paths(foreach, fused)
+        defaults = dict(lr=lr, betas=tuple(float(b) for b in betas), weight_decay=weight_decay, foreach=foreach,
+                        fused=fused)
         super().__init__(params, defaults)
 
     @classmethod
     def from_exp_form(cls, params: Iterable, lr: float, a: float = 0.1, k: int = 3, weight_decay: float = 0.0,
-                      foreach: bool | None = None) -> "AggMo":
+                      foreach: bool | None = None, fused: bool | None = None) -> "AggMo":
         """The paper's exponential form: betas_i = 1 - a**i for i = 0..k-1 (a=0.1, k=3 -> 0, 0.9, 0.99)."""
         if not (math.isfinite(a) and 0.0 < a < 1.0):
             raise ValueError(f"a must be in (0, 1) (betas are 1 - a**i), got {a!r}")
         if isinstance(k, bool) or int(k) != k or k < 1:
             raise ValueError(f"k (the number of betas) must be an integer >= 1, got {k!r}")
         betas = tuple(1.0 - a**i for i in range(int(k)))
-        return cls(params, lr, betas=betas, weight_decay=weight_decay, foreach=foreach)
+        return cls(params, lr, betas=betas, weight_decay=weight_decay, foreach=foreach, fused=fused)
 
     def _init_state(self, param: torch.Tensor, group: dict) -> dict:
         return {"momentum_buffers": [zeros_state(param) for _ in _damped_betas(group["betas"])]}
@@ -98,6 +121,13 @@ class AggMo(PaperOptimizer):
         _check_buffers(state["momentum_buffers"], group["betas"])
         aggmo_single_tensor(param, grad, state["momentum_buffers"], lr=group["lr"], betas=group["betas"],
                             weight_decay=group["weight_decay"])
+
+    def _fused_update(self, group, params, grads, states) -> None:
+        buffers = [s["momentum_buffers"] for s in states]
+        for b in buffers:
+            _check_buffers(b, group["betas"])
+        _aggmo_fused(params, grads, buffers, _fused.scalar(group["lr"]), betas=group["betas"],
+                     weight_decay=group["weight_decay"])
 
     def _multi_tensor_update(self, group, params, grads, states) -> None:
         buffers = [s["momentum_buffers"] for s in states]

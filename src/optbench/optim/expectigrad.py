@@ -13,6 +13,9 @@ REFERENCE.md sec. 2, per element, t counting this parameter's steps from 1:
 
 Optional decoupled weight decay (not in the paper, default 0): p = p * (1 - lr * weight_decay) before the step.
 a = s / max(n, 1) implements 0/0 := 0: n = 0 only where every gradient so far was 0, so s = 0 there too.
+
+Three paths, one formula: per tensor, multi-tensor, and the fused kernel (``_expectigrad_fused``: the same lines
+as compiled loops, the CPU default for large models).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Iterable
 
 import torch
 
-from optbench.optim._base import PaperOptimizer, add_scaled_, for_slices, zeros_state
+from optbench.optim import _fused
+from optbench.optim._base import PaperOptimizer, add_scaled_, check_paths, for_slices, zeros_state
 from optbench.optim._common import check_positive, check_unit_interval
 
 
@@ -85,25 +89,53 @@ def expectigrad_multi_tensor(ps: list[torch.Tensor], gs: list[torch.Tensor], sta
         torch._foreach_add_(ps, us, alpha=-lr)
 
 
+@_fused.fused_kernel
+def _expectigrad_fused(ps: list, gs: list, sums: list, counters: list | None, momenta: list | None,
+                       steps: torch.Tensor, step_sizes: torch.Tensor, decay: torch.Tensor | None, *, beta: float,
+                       eps: float) -> None:
+    """``_expectigrad_elementwise`` as expressions. Per parameter (float64 vectors): t, and the step size lr (beta
+    0) or lr / (1 - beta^t), computed outside so the loops do not re-evaluate powers; decay: lr * weight_decay."""
+    for i, (p, g, s) in enumerate(zip(ps, gs, sums)):
+        s_new = s + g * g
+        s.copy_(s_new)
+        if counters is not None:
+            n_new = counters[i] + (g != 0).to(g.dtype)
+            counters[i].copy_(n_new)
+            mean_sq = s_new / n_new.clamp(min=1.0)
+        else:
+            mean_sq = s_new / steps[i]
+        u = g / (torch.sqrt(mean_sq) + eps)
+        decayed = p * (1.0 - decay) if decay is not None else p
+        if momenta is not None:
+            m_new = torch.lerp(momenta[i], u, 1.0 - beta)
+            momenta[i].copy_(m_new)
+            p.copy_(decayed - m_new * step_sizes[i])
+        else:
+            p.copy_(decayed - u * step_sizes[i])
+
+
 class Expectigrad(PaperOptimizer):
     """Adaptive steps from the arithmetic mean of squared gradients, with momentum applied after adaptation.
 
     Args: lr (> 0), beta (outer momentum in [0, 1); 0 disables it), eps (> 0), sparse_counter (count only
-    nonzero gradients, for sparse features), weight_decay (decoupled, >= 0; not in the paper), foreach.
+    nonzero gradients, for sparse features), weight_decay (decoupled, >= 0; not in the paper), foreach, fused
+    (None, None: multi-tensor off the CPU; on it the fused kernel for groups of >= 1M elements, else per-tensor).
     Its first step moves each coordinate by about lr * sign(g); unlike Adam it converges on Reddi et al.'s
     counterexample.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, beta: float = 0.9, eps: float = 1e-8,
-                 sparse_counter: bool = True, weight_decay: float = 0.0, foreach: bool | None = None) -> None:
+                 sparse_counter: bool = True, weight_decay: float = 0.0, foreach: bool | None = None,
+                 fused: bool | None = None) -> None:
         check_positive("lr", lr)
         check_unit_interval("beta", beta)
         check_positive("eps", eps)
         check_positive("weight_decay", weight_decay, allow_zero=True)
         if not isinstance(sparse_counter, bool):
             raise ValueError(f"sparse_counter must be True or False, got {sparse_counter!r}")
+        check_paths(foreach, fused)
         defaults = dict(lr=lr, beta=beta, eps=eps, sparse_counter=sparse_counter, weight_decay=weight_decay,
-                        foreach=foreach)
+                        foreach=foreach, fused=fused)
         super().__init__(params, defaults)
 
     def _init_state(self, param: torch.Tensor, group: dict) -> dict:
@@ -129,3 +161,16 @@ class Expectigrad(PaperOptimizer):
 
     def _multi_tensor_update(self, group, params, grads, states) -> None:
         expectigrad_multi_tensor(params, grads, states, **self._hyper(group, states))
+
+    def _fused_update(self, group, params, grads, states) -> None:
+        hyper = self._hyper(group, states)
+        for state in states:
+            state["step"] += 1
+        lr, beta = hyper["lr"], hyper["beta"]
+        decay = _fused.scalar(lr * hyper["weight_decay"]) if hyper["weight_decay"] != 0 else None
+        _expectigrad_fused(params, grads, [s["sum"] for s in states],
+                           [s["counter"] for s in states] if hyper["sparse_counter"] else None,
+                           [s["momentum"] for s in states] if beta > 0 else None,
+                           _fused.scalar([float(s["step"]) for s in states]),
+                           _fused.scalar([lr / (1.0 - beta ** s["step"]) if beta > 0 else lr for s in states]), decay,
+                           beta=beta, eps=hyper["eps"])

@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from optbench.optim._base import for_slices
+from optbench.optim import _fused
+from optbench.optim._base import check_paths, choose_path, for_slices
 from optbench.optim._common import (
     evaluate_closure,
     check_positive,
@@ -186,6 +187,32 @@ def _momentum_foreach(params, grads, bufs, lerp_weight, decay, neg_step) -> None
     torch._foreach_addcmul_(params, bufs, [neg_step] * n)
 
 
+@_fused.fused_kernel
+def _grad_avg_fused(grads: list, avgs: list, ok: torch.Tensor, lerp_weight: torch.Tensor) -> torch.Tensor:
+    """``_grad_avg_single`` as one compiled pass per tensor, zeroing a skipped step's gradient (ok False) in the
+    same pass. Returns the stacked ||A||."""
+    norms = []
+    for g, avg in zip(grads, avgs):
+        sanitised = torch.where(ok, g, 0.0)
+        g.copy_(sanitised)
+        new = torch.lerp(avg, sanitised, lerp_weight)
+        avg.copy_(new)
+        norms.append(torch.linalg.vector_norm(new))
+    return torch.stack(norms)
+
+
+@_fused.fused_kernel
+def _momentum_fused(params: list, grads: list, bufs: list, lerp_weight: torch.Tensor, decay: torch.Tensor | None,
+                    neg_step: torch.Tensor) -> None:
+    """``_momentum_kernel`` as one compiled pass per tensor."""
+    for p, g, b in zip(params, grads, bufs):
+        new = torch.lerp(b, g, lerp_weight)
+        if decay is not None:
+            new = new + p * decay
+        b.copy_(new)
+        p.copy_(p + new * neg_step)
+
+
 def _norms(grads: Sequence[torch.Tensor], foreach: bool) -> list[torch.Tensor]:
     """||g|| per tensor, accumulated in at least float32."""
     if foreach and grads[0].dtype not in _LOW_PRECISION:
@@ -237,9 +264,11 @@ class YFOptimizer(torch.optim.Optimizer):
             correction <- correction + feedback_gain * (mu - mu_hat), mu_hat the measured total momentum (see
             ``_close_the_loop``; ``attach_gradient_delay`` for how mu_hat sees simulated asynchrony).
         log_stats: ``extras()`` also reports h_min, h_max, C, D and the count of skipped steps.
-        foreach: multi-tensor path (True) or per-tensor path (False); None picks the per-tensor one on the CPU
-            (a few percent faster there: each tensor's lerp and norm run back to back, in cache) and the
-            multi-tensor one elsewhere.
+        foreach, fused: the code path of the per-parameter passes: multi-tensor (foreach=True), per-tensor
+            (foreach=False), or compiled CPU kernels (fused=True, optim/_fused.py). None, None picks the
+            multi-tensor path off the CPU, and on it the fused kernels for models of >= 1M parameters, else the
+            per-tensor one. The fused kernels take full-precision gradients and no simulated asynchrony
+            (``attach_gradient_delay``); otherwise the per-tensor path runs.
     """
 
     def __init__(
@@ -260,6 +289,7 @@ class YFOptimizer(torch.optim.Optimizer):
         feedback_gain: float = 0.01,
         log_stats: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ):
         check_positive("lr", lr)
         check_unit_interval("mu", mu)
@@ -271,6 +301,7 @@ class YFOptimizer(torch.optim.Optimizer):
             raise ValueError(f"curv_win_width must be an integer >= 1, got {curv_win_width!r}")
         check_positive("lr_factor", lr_factor, allow_zero=True)
         check_positive("feedback_gain", feedback_gain, allow_zero=True)
+        check_paths(foreach, fused)
         defaults = dict(lr=lr, momentum=mu, weight_decay=weight_decay, lr_factor=lr_factor)
         super().__init__(params, defaults)
         self._cfg = dict(lr=float(lr), mu=float(mu), clip_thresh=clip_thresh, beta=float(beta),
@@ -279,7 +310,7 @@ class YFOptimizer(torch.optim.Optimizer):
                          adapt_clip=bool(adapt_clip), closed_loop=bool(closed_loop),
                          feedback_gain=float(feedback_gain))
         self.log_stats = bool(log_stats)
-        self.foreach = foreach
+        self.foreach, self.fused = foreach, fused
         self.tuner: dict[str, torch.Tensor] = {}
         self._gradient_delay = None
 
@@ -374,14 +405,18 @@ class YFOptimizer(torch.optim.Optimizer):
         if not groups:
             return loss
         params = [p for _, group_params in groups for p in group_params]
-        foreach = all(p.device.type != "cpu" for p in params) if self.foreach is None else bool(self.foreach)
+        path = choose_path({"foreach": self.foreach, "fused": self.fused}, params, has_fused=True)
+        if path == "fused" and (self._gradient_delay is not None
+                                or any(p.grad.dtype in _LOW_PRECISION for p in params)):
+            path = "single"
+        foreach, fused = path == "foreach", path == "fused"
         self._prepare(params)
         t, cfg = self.tuner, self._cfg
         device, dtype = t["g2_avg"].device, t["g2_avg"].dtype
         buckets = list(group_by_device_and_dtype([params, [p.grad for p in params]]).values())
 
         # 1. global gradient norm (a non-finite one: skip the step), clipping
-        raw_norm = torch.sqrt(_sum_of_squares(device, dtype, [_norms(grads, foreach) for _, grads in buckets]))
+        raw_norm = torch.sqrt(_sum_of_squares(device, dtype, [_norms(grads, foreach or fused) for _, grads in buckets]))
         ok = torch.isfinite(raw_norm)
         # full-precision gradients are sanitised inside the gbar update below (one pass less); 16-bit ones first,
         # since they are converted to float32 before it
@@ -399,11 +434,15 @@ class YFOptimizer(torch.optim.Optimizer):
         previous = dict(t)
         t["grad_avg_scale"], avg_weight = rescaled_ema(
             previous["grad_avg_scale"], 1.0 - (1.0 - beta) * applied, (1.0 - beta) * clip * applied)
-        update_avgs = _grad_avg_foreach if foreach else _grad_avg_single
-        scaled_sq = _sum_of_squares(device, dtype, [
-            update_avgs(grads, [self.state[p]["scaled_grad_avg"] for p in bucket], _like(avg_weight, bucket[0]),
-                        _skip_mask(grads[0], ok) if fuse_skip else None)
-            for bucket, grads in buckets])
+        if fused:
+            avg_norms = [_grad_avg_fused(grads, [self.state[p]["scaled_grad_avg"] for p in bucket], ok,
+                                         _like(avg_weight, bucket[0])).unbind() for bucket, grads in buckets]
+        else:
+            update_avgs = _grad_avg_foreach if foreach else _grad_avg_single
+            avg_norms = [update_avgs(grads, [self.state[p]["scaled_grad_avg"] for p in bucket],
+                                     _like(avg_weight, bucket[0]), _skip_mask(grads[0], ok) if fuse_skip else None)
+                         for bucket, grads in buckets]
+        scaled_sq = _sum_of_squares(device, dtype, avg_norms)
 
         # 2-6. the tuner's scalars; a skipped step keeps the old ones
         for name, value in _tune(previous, g2, t["grad_avg_scale"] ** 2 * scaled_sq, cfg).items():
@@ -418,7 +457,7 @@ class YFOptimizer(torch.optim.Optimizer):
         # exploding-gradient clip (step 8) is folded into the gradient's weight
         t["velocity_scale"], velocity_weight = rescaled_ema(
             previous["velocity_scale"], torch.where(ok, momentum, 1.0), clip * explode_clip * applied)
-        step_momentum = _momentum_foreach if foreach else _momentum_single
+        step_momentum = _momentum_fused if fused else _momentum_foreach if foreach else _momentum_single
         work_grads = {p: g for bucket, grads in buckets for p, g in zip(bucket, grads)}
         for group, group_params in groups:
             lr = t["lr"] * group["lr_factor"]

@@ -1,0 +1,138 @@
+"""The fused CPU path (optim/_fused.py: the multi-tensor update compiled by torch.compile) must follow the same
+trajectory as the per-tensor path, resume from a state_dict, handle 16-bit parameters, be chosen only where
+the docs say, and fall back to eager with a warning when compilation fails.
+
+The nets are small, so each kernel compiles in seconds; the kernels are shared by all tests of a process."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import optbench.optim.adamp as adamp_module
+import optbench.optim.aggmo as aggmo_module
+from optbench.optim import SGDP, AdamP, AggMo, Expectigrad, _base, _fused
+
+OPTIMIZERS = {
+    "AggMo": lambda p, **k: AggMo(p, lr=0.05, betas=(0.0, 0.9, 0.99), weight_decay=1e-3, **k),
+    "AggMo-k4": lambda p, **k: AggMo.from_exp_form(p, lr=0.05, a=0.1, k=4, **k),
+    "Expectigrad": lambda p, **k: Expectigrad(p, lr=0.01, weight_decay=1e-3, **k),
+    "Expectigrad-dense-beta0": lambda p, **k: Expectigrad(p, lr=0.01, beta=0.0, sparse_counter=False, **k),
+    "AdamP": lambda p, **k: AdamP(p, lr=0.01, weight_decay=1e-2, **k),
+    "AdamP-nesterov": lambda p, **k: AdamP(p, lr=0.01, weight_decay=1e-2, nesterov=True, **k),
+    "SGDP": lambda p, **k: SGDP(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, **k),
+    "SGDP-dampened": lambda p, **k: SGDP(p, lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-3, **k),
+}
+
+
+def make_net(dtype=torch.float32) -> nn.Module:
+    torch.manual_seed(0)
+    # conv before batch norm: scale-invariant, so AdamP/SGDP take their projection branch on it
+    return nn.Sequential(nn.Conv2d(3, 10, 3, bias=False), nn.BatchNorm2d(10), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(10 * 4 * 4, 7)).to(dtype)
+
+
+def train(net: nn.Module, opt: torch.optim.Optimizer, steps: range) -> None:
+    dtype = next(net.parameters()).dtype
+    for step in steps:
+        gen = torch.Generator().manual_seed(step)
+        x, y = torch.randn(8, 3, 6, 6, generator=gen).to(dtype), torch.randint(0, 7, (8,), generator=gen)
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x).float(), y).backward()
+        opt.step()
+
+
+def flat(net: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().float().flatten() for p in net.parameters()])
+
+
+def trajectory(name: str, steps: int = 6, dtype=torch.float32, **path) -> torch.Tensor:
+    net = make_net(dtype)
+    train(net, OPTIMIZERS[name](net.parameters(), **path), range(steps))
+    return flat(net)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_fused_follows_the_per_tensor_path(name):
+    per_tensor, fused = trajectory(name, foreach=False), trajectory(name, fused=True)
+    assert (per_tensor - flat(make_net())).abs().max() > 1e-3  # the parameters moved
+    torch.testing.assert_close(fused, per_tensor, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["AggMo", "AdamP", "Expectigrad"])
+def test_fused_resumes_from_state_dict(name):
+    whole = trajectory(name, steps=8, fused=True)
+    net = make_net()
+    opt = OPTIMIZERS[name](net.parameters(), fused=True)
+    train(net, opt, range(4))
+    saved_net, saved_opt = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict())
+    resumed = make_net()
+    resumed.load_state_dict(saved_net)
+    opt = OPTIMIZERS[name](resumed.parameters(), fused=True)
+    opt.load_state_dict(saved_opt)
+    train(resumed, opt, range(4, 8))
+    torch.testing.assert_close(flat(resumed), whole, rtol=1e-6, atol=1e-7)
+
+
+def test_fused_bfloat16_parameters_keep_float32_state():
+    per_tensor = trajectory("AdamP", dtype=torch.bfloat16, foreach=False)
+    fused = trajectory("AdamP", dtype=torch.bfloat16, fused=True)
+    torch.testing.assert_close(fused, per_tensor, rtol=1e-2, atol=1e-2)
+    net = make_net(torch.bfloat16)
+    opt = OPTIMIZERS["AdamP"](net.parameters(), fused=True)
+    train(net, opt, range(1))
+    assert all(s["exp_avg"].dtype == torch.float32 for s in opt.state.values())
+
+
+def test_fused_is_the_cpu_default_for_large_groups_only(monkeypatch):
+    small = [torch.zeros(10)]
+    large = [torch.zeros(_fused.MIN_ELEMENTS)]
+    assert _base.choose_path({"foreach": None, "fused": None}, small, has_fused=True) == "single"
+    assert _base.choose_path({"foreach": None, "fused": None}, large, has_fused=True) == "fused"
+    assert _base.choose_path({"foreach": None, "fused": None}, large, has_fused=False) == "single"
+    assert _base.choose_path({"foreach": False, "fused": None}, large, has_fused=True) == "single"
+    assert _base.choose_path({"foreach": True, "fused": None}, large, has_fused=True) == "foreach"
+    assert _base.choose_path({"foreach": None, "fused": False}, large, has_fused=True) == "single"
+    assert _base.choose_path({"foreach": None, "fused": True}, small, has_fused=True) == "fused"
+    meta = [torch.zeros(_fused.MIN_ELEMENTS, device="meta")]
+    assert _base.choose_path({"foreach": None, "fused": None}, meta, has_fused=True) == "foreach"
+    with pytest.raises(RuntimeError, match="CPU"):
+        _base.choose_path({"foreach": None, "fused": True}, meta, has_fused=True)
+
+
+def test_fused_and_foreach_together_are_rejected():
+    with pytest.raises(ValueError, match="fused=True and foreach=True"):
+        AggMo([nn.Parameter(torch.zeros(2))], lr=0.1, foreach=True, fused=True)
+
+
+def test_failed_compilation_warns_once_and_runs_the_same_math_eagerly(monkeypatch):
+    expected = trajectory("SGDP", foreach=False)
+
+    def broken_compile(fn, **kwargs):
+        def fail(*args, **kw):
+            raise RuntimeError("no C++ compiler found")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(_fused, "_failure", None)  # restored afterwards: other tests keep compiling
+    monkeypatch.setattr(adamp_module, "_sgdp_fused", _fused.FusedKernel(adamp_module._sgdp_fused.fn))
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found.*OPTBENCH_FUSED=0"):
+        fused = trajectory("SGDP", fused=True)
+    assert not _fused.enabled()
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # later steps: eager without a second warning
+        trajectory("SGDP", fused=True)
+
+
+def test_environment_switch_runs_kernels_eagerly(monkeypatch):
+    monkeypatch.setenv("OPTBENCH_FUSED", "0")
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compiled despite OPTBENCH_FUSED=0"))
+    monkeypatch.setattr(aggmo_module, "_aggmo_fused", _fused.FusedKernel(aggmo_module._aggmo_fused.fn))
+    torch.testing.assert_close(trajectory("AggMo", fused=True), trajectory("AggMo", foreach=False),
+                               rtol=1e-5, atol=1e-6)
+
