@@ -565,7 +565,7 @@ def test_fused_and_per_tensor_paths_agree_through_a_skipped_step(closed_loop):
         quadratic_loss(weights + biases, 20).backward()
         weights[0].grad[1, 2] = math.nan
         opt.step()
-        assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in weights + biases)
+        assert all(torch.isfinite(s).all() for state in opt.state.values() for s in state.values())
         train(opt, weights + biases, 21, 20)
         results.append((weights + biases, opt))
     (p_single, opt_single), (p_fused, opt_fused) = results
