@@ -573,4 +573,8 @@ def test_fused_and_per_tensor_paths_agree_through_a_skipped_step(closed_loop):
     for a, b in zip(p_single, p_fused):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     for name in opt_single.tuner:
-        torch.testing.assert_close(opt_single.tuner[name], opt_fused.tuner[name], rtol=1e-5, atol=1e-8)
+        # C = g2_avg - ||gbar||^2 cancels: its float32 rounding is relative to g2_avg, and the fused kernels sum
+        # the squares in another order
+        atol = 1e-5 * float(opt_single.tuner["g2_avg"]) if name == "C" else 1e-8
+        torch.testing.assert_close(opt_single.tuner[name], opt_fused.tuner[name], rtol=1e-5, atol=atol,
+                                   msg=lambda m, name=name: f"{name}: {m}")

@@ -187,30 +187,45 @@ def _momentum_foreach(params, grads, bufs, lerp_weight, decay, neg_step) -> None
     torch._foreach_addcmul_(params, bufs, [neg_step] * n)
 
 
-@_fused.fused_kernel
-def _norms_fused(grads: list) -> torch.Tensor:
-    """||g|| per tensor, stacked, in one compiled call (a reduction loop per tensor)."""
-    return torch.stack([torch.linalg.vector_norm(g) for g in grads])
+# The fused CPU path (optim/_fused.py): three compiled passes, ||g|| (reads g), ||lerp(A, g, w)|| for the
+# tuner without storing it (reads g and the scaled gbar A), then the gbar update and the momentum step together
+# (reads p, g, A, B; writes A, B, p). Inductor would split a reduction and the in-place store of the same
+# values into two passes anyway, so computing the new gbar twice costs nothing extra, and it saves one.
+
+
+def _sum_of_norms_squared(tensors: list) -> torch.Tensor:
+    """sum ||x||^2 (as ``_sum_of_squares`` forms it: per-tensor norms, then their dot product)."""
+    norms = torch.stack([torch.linalg.vector_norm(x) for x in tensors])
+    return torch.dot(norms, norms)
 
 
 @_fused.fused_kernel
-def _grad_avg_fused(grads: list, avgs: list, ok: torch.Tensor, lerp_weight: torch.Tensor) -> torch.Tensor:
-    """``_grad_avg_single`` as one compiled pass per tensor; a skipped step's gradient (ok False) is read as 0.
-    Returns the stacked ||A||."""
-    norms = []
-    for g, avg in zip(grads, avgs):
-        new = torch.lerp(avg, torch.where(ok, g, 0.0), lerp_weight)
-        avg.copy_(new)
-        norms.append(torch.linalg.vector_norm(new))
-    return torch.stack(norms)
+def _grad_sq_fused(grads: list) -> torch.Tensor:
+    """sum ||g||^2."""
+    return _sum_of_norms_squared(grads)
 
 
 @_fused.fused_kernel
-def _momentum_fused(params: list, grads: list, bufs: list, ok: torch.Tensor, lerp_weight: torch.Tensor,
-                    decay: torch.Tensor | None, neg_step: torch.Tensor) -> None:
-    """``_momentum_kernel`` as one compiled pass per tensor (a skipped step's gradient read as 0)."""
-    for p, g, b in zip(params, grads, bufs):
-        new = torch.lerp(b, torch.where(ok, g, 0.0), lerp_weight)
+def _new_avg_sq_fused(grads: list, avgs: list, ok: torch.Tensor, avg_weight: torch.Tensor) -> torch.Tensor:
+    """sum ||lerp(A, g, avg_weight)||^2 (a skipped step's gradient read as 0); A is not written."""
+    return _sum_of_norms_squared([torch.lerp(a, torch.where(ok, g, 0.0), avg_weight) for g, a in zip(grads, avgs)])
+
+
+def _bucket_total(device: torch.device, dtype: torch.dtype, totals: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of per-bucket scalars in the tuner's device and dtype."""
+    return sum(x.to(device=device, dtype=dtype) for x in totals)
+
+
+@_fused.fused_kernel
+def _avg_and_momentum_fused(params: list, grads: list, avgs: list, bufs: list, ok: torch.Tensor,
+                            avg_weight: torch.Tensor, lerp_weight: torch.Tensor, decay: torch.Tensor | None,
+                            neg_step: torch.Tensor) -> None:
+    """The gbar lerp of ``_grad_avg_single`` and ``_momentum_kernel`` in one compiled pass per tensor (a skipped
+    step's gradient is read as 0; the eager paths zero it in place)."""
+    for p, g, a, b in zip(params, grads, avgs, bufs):
+        g_ok = torch.where(ok, g, 0.0)
+        a.copy_(torch.lerp(a, g_ok, avg_weight))
+        new = torch.lerp(b, g_ok, lerp_weight)
         if decay is not None:
             new = new + p * decay
         b.copy_(new)
@@ -421,8 +436,10 @@ class YFOptimizer(torch.optim.Optimizer):
         buckets = list(group_by_device_and_dtype([params, [p.grad for p in params]]).values())
 
         # 1. global gradient norm (a non-finite one: skip the step), clipping
-        grad_norms = [_norms_fused(grads).unbind() if fused else _norms(grads, foreach) for _, grads in buckets]
-        raw_norm = torch.sqrt(_sum_of_squares(device, dtype, grad_norms))
+        if fused:
+            raw_norm = torch.sqrt(_bucket_total(device, dtype, [_grad_sq_fused(grads) for _, grads in buckets]))
+        else:
+            raw_norm = torch.sqrt(_sum_of_squares(device, dtype, [_norms(grads, foreach) for _, grads in buckets]))
         ok = torch.isfinite(raw_norm)
         # full-precision gradients are sanitised inside the gbar update below (one pass less); 16-bit ones first,
         # since they are converted to float32 before it
@@ -440,15 +457,17 @@ class YFOptimizer(torch.optim.Optimizer):
         previous = dict(t)
         t["grad_avg_scale"], avg_weight = rescaled_ema(
             previous["grad_avg_scale"], 1.0 - (1.0 - beta) * applied, (1.0 - beta) * clip * applied)
-        if fused:
-            avg_norms = [_grad_avg_fused(grads, [self.state[p]["scaled_grad_avg"] for p in bucket], ok,
-                                         _like(avg_weight, bucket[0])).unbind() for bucket, grads in buckets]
+        if fused:  # the update itself happens with the momentum step below
+            scaled_sq = _bucket_total(device, dtype, [
+                _new_avg_sq_fused(grads, [self.state[p]["scaled_grad_avg"] for p in bucket], ok,
+                                  _like(avg_weight, bucket[0]))
+                for bucket, grads in buckets])
         else:
             update_avgs = _grad_avg_foreach if foreach else _grad_avg_single
-            avg_norms = [update_avgs(grads, [self.state[p]["scaled_grad_avg"] for p in bucket],
-                                     _like(avg_weight, bucket[0]), _skip_mask(grads[0], ok) if fuse_skip else None)
-                         for bucket, grads in buckets]
-        scaled_sq = _sum_of_squares(device, dtype, avg_norms)
+            scaled_sq = _sum_of_squares(device, dtype, [
+                update_avgs(grads, [self.state[p]["scaled_grad_avg"] for p in bucket], _like(avg_weight, bucket[0]),
+                            _skip_mask(grads[0], ok) if fuse_skip else None)
+                for bucket, grads in buckets])
 
         # 2-6. the tuner's scalars; a skipped step keeps the old ones
         for name, value in _tune(previous, g2, t["grad_avg_scale"] ** 2 * scaled_sq, cfg).items():
@@ -463,11 +482,7 @@ class YFOptimizer(torch.optim.Optimizer):
         # exploding-gradient clip (step 8) is folded into the gradient's weight
         t["velocity_scale"], velocity_weight = rescaled_ema(
             previous["velocity_scale"], torch.where(ok, momentum, 1.0), clip * explode_clip * applied)
-        if fused:
-            def step_momentum(params, grads, bufs, lerp_weight, decay, neg_step):
-                _momentum_fused(params, grads, bufs, ok, lerp_weight, decay, neg_step)
-        else:
-            step_momentum = _momentum_foreach if foreach else _momentum_single
+        step_momentum = _momentum_foreach if foreach else _momentum_single
         work_grads = {p: g for bucket, grads in buckets for p, g in zip(bucket, grads)}
         for group, group_params in groups:
             lr = t["lr"] * group["lr_factor"]
@@ -478,9 +493,14 @@ class YFOptimizer(torch.optim.Optimizer):
             neg_step = -lr * applied * t["velocity_scale"]
             group_grads = [work_grads[p] for p in group_params]
             for bucket, grads in group_by_device_and_dtype([group_params, group_grads]).values():
-                step_momentum(bucket, grads, [self.state[p]["scaled_velocity"] for p in bucket],
-                              _like(velocity_weight, bucket[0]), None if decay is None else _like(decay, bucket[0]),
-                              _like(neg_step, bucket[0]))
+                bufs = [self.state[p]["scaled_velocity"] for p in bucket]
+                scalars = (_like(velocity_weight, bucket[0]), None if decay is None else _like(decay, bucket[0]),
+                           _like(neg_step, bucket[0]))
+                if fused:
+                    _avg_and_momentum_fused(bucket, grads, [self.state[p]["scaled_grad_avg"] for p in bucket], bufs,
+                                            ok, _like(avg_weight, bucket[0]), *scalars)
+                else:
+                    step_momentum(bucket, grads, bufs, *scalars)
             group["lr"] = _keep_on_skip(ok, lr, group["lr"])
             group["momentum"] = _keep_on_skip(ok, momentum, group["momentum"])
         for p in idle:  # parameters without a gradient keep their averages: undo the shared scales' change
