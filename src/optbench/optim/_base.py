@@ -4,10 +4,10 @@ What it does around a subclass's update functions:
 - ``step(closure)`` with the closure evaluated under ``enable_grad``; parameters without a gradient are skipped
   (no state is created for them); sparse gradients are a clear error.
 - Dispatch to one of three paths with the same math: the per-tensor update, the multi-tensor
-  (``torch._foreach_*``) update on buckets of one (device, dtype), or the fused per-tensor kernel (``_fused``:
-  the multi-tensor update compiled into fused loops, CPU only). ``foreach=None, fused=None`` pick: off the CPU the multi-tensor
-  path; on the CPU the fused kernel for groups of at least ``_fused.MIN_ELEMENTS`` elements, else the
-  per-tensor path (as fast as multi-tensor on the CPU: its temporaries are small and stay in cache).
+  (``torch._foreach_*``) update on buckets of one (device, dtype), or the fused kernel on the same buckets
+  (``_fused``: the update compiled into one loop per tensor, CPU only). ``foreach=None, fused=None`` pick: off
+  the CPU the multi-tensor path; on the CPU the fused kernel for groups of at least ``_fused.MIN_ELEMENTS``
+  elements, else the per-tensor path (as fast as multi-tensor on the CPU: its temporaries stay in cache).
 - Precision: float16/bfloat16 parameters keep their optimizer state in float32 (a 16-bit EMA cannot represent
   a decay such as 0.999, and a 16-bit running sum stops growing after a few hundred steps); their update is
   computed on a float32 working copy and rounded into the parameter once per step. ``load_state_dict`` keeps
