@@ -11,9 +11,7 @@ RESULTS=${RESULTS:-results/adamp}
 PLOTS=${PLOTS:-plots}
 EXTRA=("$@")
 
-sweep() {  # one Hydra multirun (optimizers x seeds x ...) in one process
-  python main.py -m "seed=$SEEDS" "results_dir=$RESULTS" "$@" "${EXTRA[@]}"
-}
+source scripts/_sweep.sh  # sweep OVERRIDES...: one Hydra multirun with SEEDS, RESULTS, SIZE, EXTRA
 
 if [[ "${QUICK:-0}" == 1 ]]; then
   SEEDS=${SEEDS:-0}

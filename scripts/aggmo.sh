@@ -14,9 +14,7 @@ OPTIMS=momentum,nesterov,adam,aggmo
 CM_BETAS=0.9,0.99,0.999
 AGGMO_BETAS="[0,0.9,0.99],[0,0.9,0.99,0.999]"
 
-sweep() {  # one Hydra multirun (optimizers x seeds x ...) in one process
-  python main.py -m "seed=$SEEDS" "results_dir=$RESULTS" "${SIZE[@]}" "$@" "${EXTRA[@]}"
-}
+source scripts/_sweep.sh  # sweep OVERRIDES...: one Hydra multirun with SEEDS, RESULTS, SIZE, EXTRA
 
 if [[ "${QUICK:-0}" == 1 ]]; then
   SEEDS=${SEEDS:-0}

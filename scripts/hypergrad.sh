@@ -16,9 +16,7 @@ ADAM_FAMILY=adam,adam_hd,adamop_adamlop                                 # HD bet
 ADAM_HD=adam_hd,adamop_adamlop
 ALPHA0S=1e-2,5e-3,1e-3,5e-4,1e-4
 
-sweep() {  # one Hydra multirun (optimizers x seeds x ...) in one process
-  python main.py -m "seed=$SEEDS" "results_dir=$RESULTS" "${SIZE[@]}" "$@" "${EXTRA[@]}"
-}
+source scripts/_sweep.sh  # sweep OVERRIDES...: one Hydra multirun with SEEDS, RESULTS, SIZE, EXTRA
 
 if [[ "${QUICK:-0}" == 1 ]]; then
   # digits logistic regression and MLP stand in for the three models, digits MLP for VGG in the alpha_0 study;

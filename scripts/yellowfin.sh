@@ -14,9 +14,7 @@ EXTRA=("$@")
 SYNC=momentum,adam,yellowfin
 ASYNC=adam,yellowfin,yellowfin_closed_loop
 
-sweep() {  # one Hydra multirun (optimizers x seeds x ...) in one process
-  python main.py -m "seed=$SEEDS" "results_dir=$RESULTS" "${SIZE[@]}" "$@" "${EXTRA[@]}"
-}
+source scripts/_sweep.sh  # sweep OVERRIDES...: one Hydra multirun with SEEDS, RESULTS, SIZE, EXTRA
 
 if [[ "${QUICK:-0}" == 1 ]]; then
   SEEDS=${SEEDS:-0}

@@ -25,8 +25,9 @@ def test_scripts_are_valid_bash_and_pass_arguments_to_hydra(script):
     assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
     text = path.read_text()
     assert "set -euo pipefail" in text
-    if script != "plots.sh":
-        assert '"${EXTRA[@]}"' in text and 'EXTRA=("$@")' in text and "QUICK" in text
+    if script != "plots.sh":  # their own arguments reach every sweep, through the shared sweep()
+        assert 'EXTRA=("$@")' in text and "source scripts/_sweep.sh" in text and "QUICK" in text
+        assert '"${EXTRA[@]}"' in (REPO / "scripts" / "_sweep.sh").read_text()
 
 
 def _captured_commands(tmp_path, script: str, quick: bool) -> list[list[str]]:
