@@ -578,3 +578,16 @@ def test_fused_and_per_tensor_paths_agree_through_a_skipped_step(closed_loop):
         atol = 1e-5 * float(opt_single.tuner["g2_avg"]) if name == "C" else 1e-8
         torch.testing.assert_close(opt_single.tuner[name], opt_fused.tuner[name], rtol=1e-5, atol=atol,
                                    msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_fused_kernels_run_eagerly_with_the_environment_switch(monkeypatch):
+    monkeypatch.setenv("OPTBENCH_FUSED", "0")
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compiled despite OPTBENCH_FUSED=0"))
+    results = []
+    for path in (dict(foreach=False), dict(fused=True)):
+        weights, biases = small_problem()
+        opt = make_optimizer(weights, biases, clip_thresh=50.0, **path)
+        train(opt, weights + biases, 0, 20)
+        results.append(weights + biases)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
