@@ -187,33 +187,26 @@ def _momentum_foreach(params, grads, bufs, lerp_weight, decay, neg_step) -> None
     torch._foreach_addcmul_(params, bufs, [neg_step] * n)
 
 
-# The fused CPU path (optim/_fused.py): three compiled passes, ||g|| (reads g), ||lerp(A, g, w)|| for the
-# tuner without storing it (reads g and the scaled gbar A), then the gbar update and the momentum step together
-# (reads p, g, A, B; writes A, B, p). Inductor would split a reduction and the in-place store of the same
-# values into two passes anyway, so computing the new gbar twice costs nothing extra, and it saves one.
-
-
-def _sum_of_norms_squared(tensors: list) -> torch.Tensor:
-    """sum ||x||^2 (as ``_sum_of_squares`` forms it: per-tensor norms, then their dot product)."""
-    norms = torch.stack([torch.linalg.vector_norm(x) for x in tensors])
-    return torch.dot(norms, norms)
+# The fused CPU path (optim/_fused.py) reads each tensor twice per step. One compiled pass over g and the scaled
+# gbar A sums g.g, A.A and A.g: g.g gives ||g|| for the clip, and once the clip has fixed the lerp weight w,
+#     ||lerp(A, g, w)||^2 = (1 - w)^2 A.A + 2 w (1 - w) A.g + w^2 g.g
+# gives the new gbar's norm without touching memory again (each term is a sum of float32 products, the same
+# rounding as the norm of the updated gbar; the expansion is formed in float64). A second pass updates gbar and
+# takes the momentum step together (reads p, g, A, B; writes A, B, p).
 
 
 @_fused.fused_kernel
-def _grad_sq_fused(grads: list) -> torch.Tensor:
-    """sum ||g||^2."""
-    return _sum_of_norms_squared(grads)
+def _gradient_sums_fused(grads: list, avgs: list) -> torch.Tensor:
+    """(g.g, A.A, A.g) summed over the tensors."""
+    return torch.stack([torch.stack([(g * g).sum(), (a * a).sum(), (a * g).sum()])
+                        for g, a in zip(grads, avgs)]).sum(0)
 
 
-@_fused.fused_kernel
-def _new_avg_sq_fused(grads: list, avgs: list, ok: torch.Tensor, avg_weight: torch.Tensor) -> torch.Tensor:
-    """sum ||lerp(A, g, avg_weight)||^2 (a skipped step's gradient read as 0); A is not written."""
-    return _sum_of_norms_squared([torch.lerp(a, torch.where(ok, g, 0.0), avg_weight) for g, a in zip(grads, avgs)])
-
-
-def _bucket_total(device: torch.device, dtype: torch.dtype, totals: list[torch.Tensor]) -> torch.Tensor:
-    """The sum of per-bucket scalars in the tuner's device and dtype."""
-    return sum(x.to(device=device, dtype=dtype) for x in totals)
+def _new_avg_sq(sums: torch.Tensor, ok: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """||lerp(A, g, w)||^2 from ``_gradient_sums_fused`` (float64); a skipped step (w = 0) keeps A.A."""
+    gg, aa, ag = sums.to(torch.float64).unbind()
+    w = w.to(torch.float64)
+    return torch.where(ok, (1.0 - w) ** 2 * aa + 2.0 * w * (1.0 - w) * ag + w * w * gg, aa)
 
 
 @_fused.fused_kernel
@@ -437,7 +430,9 @@ class YFOptimizer(torch.optim.Optimizer):
 
         # 1. global gradient norm (a non-finite one: skip the step), clipping
         if fused:
-            raw_norm = torch.sqrt(_bucket_total(device, dtype, [_grad_sq_fused(grads) for _, grads in buckets]))
+            sums = [_gradient_sums_fused(grads, [self.state[p]["scaled_grad_avg"] for p in bucket])
+                    for bucket, grads in buckets]
+            raw_norm = torch.sqrt(sum(x[0].to(device=device, dtype=torch.float64) for x in sums)).to(dtype)
         else:
             raw_norm = torch.sqrt(_sum_of_squares(device, dtype, [_norms(grads, foreach) for _, grads in buckets]))
         ok = torch.isfinite(raw_norm)
@@ -458,10 +453,8 @@ class YFOptimizer(torch.optim.Optimizer):
         t["grad_avg_scale"], avg_weight = rescaled_ema(
             previous["grad_avg_scale"], 1.0 - (1.0 - beta) * applied, (1.0 - beta) * clip * applied)
         if fused:  # the update itself happens with the momentum step below
-            scaled_sq = _bucket_total(device, dtype, [
-                _new_avg_sq_fused(grads, [self.state[p]["scaled_grad_avg"] for p in bucket], ok,
-                                  _like(avg_weight, bucket[0]))
-                for bucket, grads in buckets])
+            scaled_sq = sum(_new_avg_sq(x, ok.to(x.device), _like(avg_weight, bucket[0])).to(device)
+                            for x, (bucket, _) in zip(sums, buckets)).to(dtype)
         else:
             update_avgs = _grad_avg_foreach if foreach else _grad_avg_single
             scaled_sq = _sum_of_squares(device, dtype, [
