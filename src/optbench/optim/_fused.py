@@ -17,7 +17,9 @@ failed compilation (no C++ compiler, an old torch), which warns once and falls b
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import warnings
 from typing import Callable
 
@@ -28,6 +30,7 @@ import torch
 MIN_ELEMENTS = 1 << 20
 
 _failure: str | None = None
+_log = logging.getLogger(__name__)
 
 
 def enabled() -> bool:
@@ -51,10 +54,17 @@ class FusedKernel:
         global _failure
         if not enabled():
             return self.fn(*args, **kwargs)
-        if self._compiled is None:
+        first = self._compiled is None
+        if first:
             self._compiled = torch.compile(self.fn, dynamic=False, fullgraph=True)
+            _log.info("optbench: compiling the fused CPU kernel %s (first step only; OPTBENCH_FUSED=0 skips it)",
+                      self.fn.__name__)
+            start = time.perf_counter()
         try:
-            return self._compiled(*args, **kwargs)
+            result = self._compiled(*args, **kwargs)
+            if first:
+                _log.info("optbench: compiled %s in %.1f s", self.fn.__name__, time.perf_counter() - start)
+            return result
         except Exception as exc:  # compilation failed: nothing was written yet, so eager is safe
             _failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             warnings.warn(
