@@ -146,3 +146,15 @@ def test_slurm_launcher_config_composes_with_overridable_settings():
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min, launcher.array_parallelism) == (
         "gpu", 4, 90, 8)
+
+
+def test_language_model_train_ppl_under_ddp_is_that_of_the_global_batch(tmp_path, mini_text_dir):
+    """Each process sees its rows of every BPTT window; train_ppl adds the cross-entropy over processes."""
+    args = ["task=tinyshakespeare_char", "optim=sgd", "task.epochs=2", "task.batch_size=4",
+            "task.model_kwargs.embed_dim=8", "task.model_kwargs.hidden=16", f"data_dir={mini_text_dir}", "device=cpu"]
+    main_py(*args, results=tmp_path / "one")
+    main_py(*args, nproc=2, results=tmp_path / "two")
+    one = next((tmp_path / "one").glob("tinyshakespeare_char/sgd/*/seed0"))
+    two = tmp_path / "two" / one.relative_to(tmp_path / "one")
+    assert read_csv(one / "metrics.csv")[-1]["train_ppl"]  # logged from the training epochs, not an evaluation
+    assert_same_run(one, two)

@@ -9,7 +9,9 @@ inference mode and reports the per-token cross-entropy and its exponential, the 
 Training perplexity: the trainer averages per-step metrics, and a mean of per-window perplexities is not a
 perplexity, so the task accumulates the epoch's cross-entropy itself and reports ``train_ppl`` =
 exp(mean cross-entropy) through ``extras()``. ``train_loss`` is the epoch mean of the optimised loss (for
-AWD-LSTM it includes the AR/TAR penalty; the perplexity never does).
+AWD-LSTM it includes the AR/TAR penalty; the perplexity never does). Under data parallelism every process
+calls ``extras()`` at the same points (the trainer's epoch log), so the sums are added over processes there:
+train_ppl is that of the global batch, as a single process would report it.
 """
 
 from __future__ import annotations
@@ -81,7 +83,12 @@ class LanguageModeling(Task):
     def extras(self) -> dict[str, float]:
         if self._tokens == 0 or self._train_evaluated:  # before training, or a full train evaluation wins
             return {}
-        return {"train_ppl": math.exp(self._ce_sum.item() / self._tokens)}
+        sums = torch.stack([self._ce_sum.double(), torch.tensor(float(self._tokens), dtype=torch.float64,
+                                                                device=self._ce_sum.device)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(sums)
+        ce_sum, tokens = sums.tolist()
+        return {"train_ppl": math.exp(ce_sum / tokens)}
 
     # ------------------------------------------------------------------ evaluation
     @torch.inference_mode()
