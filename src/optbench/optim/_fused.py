@@ -44,7 +44,8 @@ def scalar(value: float | list[float]) -> torch.Tensor:
 
 
 class FusedKernel:
-    """A multi-tensor update function, compiled on first use; eager where compilation is off or failed."""
+    """A multi-tensor update function (use as its decorator), compiled on first use; eager where compilation is
+    off or failed."""
 
     def __init__(self, fn: Callable[..., None]) -> None:
         self.fn = fn
@@ -75,7 +76,3 @@ class FusedKernel:
                 stacklevel=2,
             )
             return self.fn(*args, **kwargs)
-
-
-def fused_kernel(fn: Callable[..., None]) -> FusedKernel:
-    return FusedKernel(fn)

@@ -35,13 +35,18 @@ from optbench.optim._base import PaperOptimizer, add_scaled_, check_paths, for_s
 from optbench.optim._common import adam_moments_foreach_, check_betas, check_positive, check_unit_interval
 
 
+def plain_row_dots(rows: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """Row-wise dot products as plain expressions (GPU, small tensors), for the compiled kernels (the compiler fuses the sums into its loop)."""
+    return [(a * b).sum(1) for a, b in pairs]
+
+
 def row_dots(rows: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
     """Row-wise dot products (a * b).sum(1) for each (a, b) pair of matrices shaped like ``rows``.
 
     On the CPU the rows are visited in cache-sized slices and every product of a slice is formed in one reused
     scratch buffer, so each input is read from memory once instead of once per product plus a temporary."""
     if rows.device.type != "cpu" or rows.numel() <= _base.SLICE_ELEMENTS:
-        return [(a * b).sum(1) for a, b in pairs]
+        return plain_row_dots(rows, pairs)
     n_rows, n_cols = rows.shape
     step = max(1, _base.SLICE_ELEMENTS // n_cols)
     scratch = torch.empty((min(step, n_rows), n_cols), dtype=rows.dtype)
@@ -55,23 +60,18 @@ def row_dots(rows: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]])
 
 
 def radial_projection(p: torch.Tensor, g: torch.Tensor, update: torch.Tensor, *, delta: float, eps: float,
-                      wd_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+                      wd_ratio: float, dots=row_dots) -> tuple[torch.Tensor, torch.Tensor]:
     """(c, ratio) for one tensor with p.dim() > 1: the projected update is ``update - c * p`` (c has one value
-    per output channel, shaped to broadcast against p) and ratio multiplies the weight decay."""
+    per output channel, shaped to broadcast against p) and ratio multiplies the weight decay.
+    ``dots``: how the row-wise dot products are formed (``row_dots``, or ``plain_row_dots`` when compiled)."""
     rows, g_rows = p.reshape(p.shape[0], -1), g.reshape(p.shape[0], -1)
-    gp, pu = row_dots(rows, [(g_rows, rows), (update.reshape(rows.shape), rows)])
+    gp, pu = dots(rows, [(g_rows, rows), (update.reshape(rows.shape), rows)])
     p_norm, g_norm = torch.linalg.vector_norm(rows, dim=1), torch.linalg.vector_norm(g_rows, dim=1)
-    return radial_coefficients(p, gp, pu, p_norm, g_norm, delta=delta, eps=eps, wd_ratio=wd_ratio)
-
-
-def radial_coefficients(p: torch.Tensor, gp: torch.Tensor, pu: torch.Tensor, p_norm: torch.Tensor,
-                        g_norm: torch.Tensor, *, delta: float, eps: float,
-                        wd_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``radial_projection`` from the per-row sums: gp = g.p, pu = p.update, and the row norms of p and g."""
     p_sq, g_sq = p_norm.square(), g_norm.square()
+
     # cosine as torch.nn.functional.cosine_similarity defines it: x.y / (max(|x|, eps) * max(|y|, eps))
     cos_channel = gp.abs() / (p_norm.clamp(min=eps) * g_norm.clamp(min=eps))
-    channel = cos_channel.max() < delta / math.sqrt(p.numel() // p.shape[0])
+    channel = cos_channel.max() < delta / math.sqrt(rows.shape[1])
     p_norm_layer, g_norm_layer = p_sq.sum().sqrt(), g_sq.sum().sqrt()
     cos_layer = gp.sum().abs() / (p_norm_layer.clamp(min=eps) * g_norm_layer.clamp(min=eps))
     layer = cos_layer < delta / math.sqrt(p.numel())
@@ -82,15 +82,6 @@ def radial_coefficients(p: torch.Tensor, gp: torch.Tensor, pu: torch.Tensor, p_n
     c = torch.where(channel, c_channel, torch.where(layer, c_layer, torch.zeros_like(c_layer)))
     ratio = 1.0 + (wd_ratio - 1.0) * (channel | layer).to(p.dtype)
     return c.view((-1,) + (1,) * (p.dim() - 1)), ratio
-
-
-def fused_radial_projection(p: torch.Tensor, g: torch.Tensor, update: torch.Tensor, *, delta: float, eps: float,
-                            wd_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``radial_projection`` in plain expressions, for the compiled kernels (the compiler fuses the sums)."""
-    rows, g_rows = p.reshape(p.shape[0], -1), g.reshape(p.shape[0], -1)
-    gp, pu = (g_rows * rows).sum(1), (update.reshape(rows.shape) * rows).sum(1)
-    p_norm, g_norm = torch.linalg.vector_norm(rows, dim=1), torch.linalg.vector_norm(g_rows, dim=1)
-    return radial_coefficients(p, gp, pu, p_norm, g_norm, delta=delta, eps=eps, wd_ratio=wd_ratio)
 
 
 def decay_and_project(p: torch.Tensor, g: torch.Tensor, update: torch.Tensor, *, lr_eff: float, decay: float,
@@ -157,40 +148,46 @@ def _adam_direction(g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, update: t
     torch.div(numerator, update, out=update)
 
 
+def _advance_steps(states: list[dict], group: dict) -> tuple[list[float], list[float]]:
+    """Count one more step for each parameter; their (eps', lr_eff) of ``_adam_direction_scale``."""
+    beta1, beta2 = group["betas"]
+    eps_ts, lr_effs = [], []
+    for state in states:
+        state["step"] += 1
+        eps_t, lr_factor = _adam_direction_scale(beta1, beta2, group["eps"], state["step"])
+        eps_ts.append(eps_t)
+        lr_effs.append(group["lr"] * lr_factor)
+    return eps_ts, lr_effs
+
+
 def adamp_single_tensor(p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> None:
     beta1, beta2 = group["betas"]
-    lr = group["lr"]
-    state["step"] += 1
-    eps_t, lr_factor = _adam_direction_scale(beta1, beta2, group["eps"], state["step"])
+    (eps_t,), (lr_eff,) = _advance_steps([state], group)
     update = torch.empty_like(g)
     for_slices(_adam_direction, [g, state["exp_avg"], state["exp_avg_sq"], update], beta1=beta1, beta2=beta2,
                eps_t=eps_t, nesterov=group["nesterov"])
-    lr_eff = lr * lr_factor
-    scale = decay_and_project(p, g, update, lr_eff=lr_eff, decay=lr * group["weight_decay"], group=group)
+    scale = decay_and_project(p, g, update, lr_eff=lr_eff, decay=group["lr"] * group["weight_decay"], group=group)
     step_single_(p, update, scale, lr_eff)
 
 
 def adamp_multi_tensor(ps: list, gs: list, states: list[dict], group: dict) -> None:
     beta1, beta2 = group["betas"]
     lr = group["lr"]
-    for state in states:
-        state["step"] += 1
+    eps_ts, lr_effs = _advance_steps(states, group)
     ms = [s["exp_avg"] for s in states]
     vs = [s["exp_avg_sq"] for s in states]
     adam_moments_foreach_(ms, vs, gs, beta1, beta2)
-    eps_ts, lr_factors = zip(*(_adam_direction_scale(beta1, beta2, group["eps"], s["step"]) for s in states))
     updates = torch._foreach_sqrt(vs)
-    torch._foreach_add_(updates, list(eps_ts))
+    torch._foreach_add_(updates, eps_ts)
     numerators = torch._foreach_lerp(ms, gs, 1.0 - beta1) if group["nesterov"] else ms
     updates = torch._foreach_div(numerators, updates)
-    lr_effs = [lr * f for f in lr_factors]
     decay = lr * group["weight_decay"]
     scales = [decay_and_project(p, g, u, lr_eff=lr_eff, decay=decay, group=group)
               for p, g, u, lr_eff in zip(ps, gs, updates, lr_effs)]
     step_multi_(ps, updates, scales, lr_effs)
 
 
-@_fused.fused_kernel
+@_fused.FusedKernel
 def _adamp_fused(ps: list, gs: list, ms: list, vs: list, lr_effs: torch.Tensor, eps_ts: torch.Tensor,
                  decay: torch.Tensor, *, beta1: float, beta2: float, eps: float, nesterov: bool, delta: float,
                  wd_ratio: float) -> None:
@@ -204,7 +201,7 @@ def _adamp_fused(ps: list, gs: list, ms: list, vs: list, lr_effs: torch.Tensor, 
         numerator = torch.lerp(m_new, g, 1.0 - beta1) if nesterov else m_new
         update = numerator / (torch.sqrt(v_new) + eps_ts[i])
         if p.dim() > 1:
-            c, ratio = fused_radial_projection(p, g, update, delta=delta, eps=eps, wd_ratio=wd_ratio)
+            c, ratio = radial_projection(p, g, update, delta=delta, eps=eps, wd_ratio=wd_ratio, dots=plain_row_dots)
             scale = (1.0 - decay * ratio) + lr_eff * c
         else:
             scale = 1.0 - decay
@@ -245,13 +242,9 @@ class AdamP(PaperOptimizer):
 
     def _fused_update(self, group, params, grads, states) -> None:
         beta1, beta2 = group["betas"]
-        lr = group["lr"]
-        for state in states:
-            state["step"] += 1
-        eps_ts, lr_factors = zip(*(_adam_direction_scale(beta1, beta2, group["eps"], s["step"]) for s in states))
+        eps_ts, lr_effs = _advance_steps(states, group)
         _adamp_fused(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                     _fused.scalar([lr * f for f in lr_factors]), _fused.scalar(list(eps_ts)),
-                     _fused.scalar(lr * group["weight_decay"]), beta1=beta1, beta2=beta2, eps=group["eps"],
+                     _fused.scalar(lr_effs), _fused.scalar(eps_ts), _fused.scalar(group["lr"] * group["weight_decay"]), beta1=beta1, beta2=beta2, eps=group["eps"],
                      nesterov=group["nesterov"], delta=group["delta"], wd_ratio=group["wd_ratio"])
 
 
@@ -293,7 +286,7 @@ def sgdp_multi_tensor(ps: list, gs: list, states: list[dict], group: dict) -> No
     step_multi_(ps, ds, scales, [lr] * len(ps))
 
 
-@_fused.fused_kernel
+@_fused.FusedKernel
 def _sgdp_fused(ps: list, gs: list, bufs: list, lr: torch.Tensor, decay: torch.Tensor, *, momentum: float,
                 dampening: float, nesterov: bool, delta: float, eps: float, wd_ratio: float) -> None:
     """``sgdp_single_tensor`` as expressions; decay: lr * weight_decay / (1 - momentum)."""
@@ -301,7 +294,7 @@ def _sgdp_fused(ps: list, gs: list, bufs: list, lr: torch.Tensor, decay: torch.T
         buf_new = g + momentum * buf if dampening == 0 else buf * momentum + g * (1.0 - dampening)
         d = g + momentum * buf_new if nesterov else buf_new
         if p.dim() > 1:
-            c, ratio = fused_radial_projection(p, g, d, delta=delta, eps=eps, wd_ratio=wd_ratio)
+            c, ratio = radial_projection(p, g, d, delta=delta, eps=eps, wd_ratio=wd_ratio, dots=plain_row_dots)
             if nesterov:
                 scale = (1.0 - decay * ratio) + lr * c
             else:  # the stored buffer is the projected direction

@@ -39,6 +39,14 @@ def _check_buffers(buffers: list, betas: Sequence[float]) -> None:
         )
 
 
+def _buffers_of(states: list[dict], betas: Sequence[float]) -> list[list[torch.Tensor]]:
+    """Each parameter's velocity buffers (``buffers[j][i]``: parameter j, damped beta i), checked against betas."""
+    buffers = [s["momentum_buffers"] for s in states]
+    for b in buffers:
+        _check_buffers(b, betas)
+    return buffers
+
+
 def aggmo_single_tensor(p: torch.Tensor, g: torch.Tensor, buffers: list[torch.Tensor], *, lr: float,
                         betas: Sequence[float], weight_decay: float) -> None:
     for_slices(_aggmo_elementwise, [p, g, *buffers], lr=lr, betas=tuple(betas), weight_decay=weight_decay)
@@ -68,7 +76,7 @@ def aggmo_multi_tensor(ps: list[torch.Tensor], gs: list[torch.Tensor], buffers: 
         torch._foreach_add_(ps, ms, alpha=-lr / (k * (1.0 - beta)))
 
 
-@_fused.fused_kernel
+@_fused.FusedKernel
 def _aggmo_fused(ps: list[torch.Tensor], gs: list[torch.Tensor], buffers: list[list[torch.Tensor]],
                  lr: torch.Tensor, *, betas: tuple[float, ...], weight_decay: float) -> None:
     """``_aggmo_elementwise`` as expressions, compiled into one loop per tensor (lr: a 0-dim tensor)."""
@@ -123,15 +131,9 @@ class AggMo(PaperOptimizer):
                             weight_decay=group["weight_decay"])
 
     def _fused_update(self, group, params, grads, states) -> None:
-        buffers = [s["momentum_buffers"] for s in states]
-        for b in buffers:
-            _check_buffers(b, group["betas"])
-        _aggmo_fused(params, grads, buffers, _fused.scalar(group["lr"]), betas=group["betas"],
-                     weight_decay=group["weight_decay"])
+        _aggmo_fused(params, grads, _buffers_of(states, group["betas"]), _fused.scalar(group["lr"]),
+                     betas=group["betas"], weight_decay=group["weight_decay"])
 
     def _multi_tensor_update(self, group, params, grads, states) -> None:
-        buffers = [s["momentum_buffers"] for s in states]
-        for b in buffers:
-            _check_buffers(b, group["betas"])
-        aggmo_multi_tensor(params, grads, buffers, lr=group["lr"], betas=group["betas"],
+        aggmo_multi_tensor(params, grads, _buffers_of(states, group["betas"]), lr=group["lr"], betas=group["betas"],
                            weight_decay=group["weight_decay"])

@@ -89,7 +89,7 @@ def expectigrad_multi_tensor(ps: list[torch.Tensor], gs: list[torch.Tensor], sta
         torch._foreach_add_(ps, us, alpha=-lr)
 
 
-@_fused.fused_kernel
+@_fused.FusedKernel
 def _expectigrad_fused(ps: list, gs: list, sums: list, counters: list | None, momenta: list | None,
                        steps: torch.Tensor, step_sizes: torch.Tensor, decay: torch.Tensor | None, *, beta: float,
                        eps: float) -> None:

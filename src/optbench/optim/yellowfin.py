@@ -195,7 +195,7 @@ def _momentum_foreach(params, grads, bufs, lerp_weight, decay, neg_step) -> None
 # takes the momentum step together (reads p, g, A, B; writes A, B, p).
 
 
-@_fused.fused_kernel
+@_fused.FusedKernel
 def _gradient_sums_fused(grads: list, avgs: list) -> torch.Tensor:
     """(g.g, A.A, A.g) summed over the tensors."""
     return torch.stack([torch.stack([(g * g).sum(), (a * a).sum(), (a * g).sum()])
@@ -209,7 +209,7 @@ def _new_avg_sq(sums: torch.Tensor, ok: torch.Tensor, w: torch.Tensor) -> torch.
     return torch.where(ok, (1.0 - w) ** 2 * aa + 2.0 * w * (1.0 - w) * ag + w * w * gg, aa)
 
 
-@_fused.fused_kernel
+@_fused.FusedKernel
 def _avg_and_momentum_fused(params: list, grads: list, avgs: list, bufs: list, ok: torch.Tensor,
                             avg_weight: torch.Tensor, lerp_weight: torch.Tensor, decay: torch.Tensor | None,
                             neg_step: torch.Tensor) -> None:
