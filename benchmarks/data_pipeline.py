@@ -31,6 +31,22 @@ def random_cifar(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.randint(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), rng.randint(0, 10, size=n).astype(np.int64)
 
 
+def time_epoch(batches, device: torch.device) -> tuple[float, float, int]:
+    """(epoch seconds, seconds after the first batch, batch count) of drawing every (x, y) batch on ``device``."""
+    start = time.perf_counter()
+    first = None
+    count = 0
+    for x, _ in batches:
+        count += 1
+        if first is None:
+            sync(device)
+            first = time.perf_counter()
+    sync(device)
+    end = time.perf_counter()
+    assert x.device.type == device.type and x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32)
+    return end - start, end - first, count
+
+
 def optbench_epoch(images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device, seed: int
                    ) -> tuple[float, float, int]:
     """(epoch seconds, seconds after the first batch, batches) through the real CIFAR task code."""
@@ -46,18 +62,7 @@ def optbench_epoch(images: np.ndarray, labels: np.ndarray, batch_size: int, devi
     task = classification.ImageClassification(cfg, "unused", device)
     generator = torch.Generator(device=device).manual_seed(seed)
     sync(device)
-    start = time.perf_counter()
-    first = None
-    batches = 0
-    for x, y in task.train_batches(generator):
-        batches += 1
-        if first is None:
-            sync(device)
-            first = time.perf_counter()
-    sync(device)
-    end = time.perf_counter()
-    assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32)
-    return end - start, end - first, batches
+    return time_epoch(task.train_batches(generator), device)
 
 
 class PilCifar(torch.utils.data.Dataset):
@@ -84,18 +89,8 @@ def torchvision_epoch(images: np.ndarray, labels: np.ndarray, batch_size: int, w
     loader = torch.utils.data.DataLoader(PilCifar(images, labels, transform), batch_size=batch_size, shuffle=True,
                                          num_workers=workers, pin_memory=device.type == "cuda",
                                          generator=torch.Generator().manual_seed(seed))
-    start = time.perf_counter()
-    first = None
-    batches = 0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        batches += 1
-        if first is None:
-            sync(device)
-            first = time.perf_counter()
-    sync(device)
-    end = time.perf_counter()
-    return end - start, end - first, batches
+    return time_epoch(((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader),
+                      device)
 
 
 def main() -> None:
