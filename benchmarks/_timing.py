@@ -11,7 +11,8 @@ from typing import Callable, Sequence
 import torch
 
 from optbench.optim import build_optimizer
-from optbench.train import Trainer, optimizer_config
+from optbench.run_config import optimizer_config
+from optbench.train import Trainer
 
 
 def sync(device: torch.device) -> None:

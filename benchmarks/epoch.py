@@ -32,7 +32,7 @@ from data_pipeline import MEAN, STD, PilCifar  # noqa: E402
 from _timing import print_comparison, time_trainer, timed  # noqa: E402
 
 from optbench.tasks import build_task  # noqa: E402
-from optbench.train import optimizer_config  # noqa: E402
+from optbench.run_config import optimizer_config  # noqa: E402
 
 
 def bare_epoch(model, images: np.ndarray, labels: np.ndarray, batch_size: int, workers: int, optim_cfg: dict,

@@ -90,7 +90,8 @@ def test_task_batches_are_augmented_before_normalisation(mini_cifar_dir):
     (normalises to -mean/std, as torchvision's pad-then-Normalize), not zero after normalisation."""
     from optbench.tasks.classification import ImageClassification
 
-    cfg = {"name": "cifar10", "dataset": "cifar10", "model": "resnet20", "batch_size": 45, "augment": "crop_flip"}
+    cfg = {"name": "cifar10", "dataset": "cifar10", "model": "resnet20", "batch_size": 45, "augment": "crop_flip",
+           "val_fraction": 0.1}
     task = ImageClassification(cfg, str(mini_cifar_dir), torch.device("cpu"))
     (x1, y1), = task.train_batches(torch.Generator().manual_seed(0))
     (x2, y2), = task.train_batches(torch.Generator().manual_seed(0))

@@ -11,7 +11,7 @@ from conftest import CONFIG_DIR
 from optbench.checks import check_run
 from optbench.optim import build_optimizer
 from optbench.schedules import lr_factor
-from optbench.train import optimizer_config, schedule_config
+from optbench.run_config import optimizer_config, schedule_config
 
 TASKS = sorted(p.stem for p in (CONFIG_DIR / "task").glob("*.yaml"))
 OPTIMS = sorted(p.stem for p in (CONFIG_DIR / "optim").glob("*.yaml"))
@@ -34,8 +34,12 @@ def test_every_optimizer_composes_with_this_task(task):
             check_run(cfg)
             optimizer = build_optimizer(params, optimizer_config(cfg))
             assert isinstance(optimizer, torch.optim.Optimizer)
-            schedule = schedule_config(cfg)
-            assert lr_factor(schedule, 1, cfg["task"]["epochs"]) == 1.0
+            schedule, epochs = schedule_config(cfg), cfg["task"]["epochs"]
+            for milestone in schedule.get("milestones") or []:
+                assert 1 <= milestone < epochs, f"{task}/{optim}: milestone {milestone} never applies in {epochs}"
+            factors = [lr_factor(schedule, e, epochs) for e in range(1, epochs + 1)]
+            assert factors[0] == 1.0 and all(0 < f <= 1 for f in factors), f"{task}/{optim}: {schedule}"
+            assert factors == sorted(factors, reverse=True), f"{task}/{optim}: the schedule must only decay"
 
 
 def test_schedules():

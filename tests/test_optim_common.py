@@ -146,7 +146,6 @@ def test_param_groups_use_their_own_hyperparameters(case):
     grouped = make_net()
     opt = case.build(two_groups(grouped, case.group))
     train(grouped, opt, range(6))
-    assert all(opt.param_groups[1][k] == v for k, v in case.group.items())
 
     separate = make_net()
     params = list(separate.parameters())

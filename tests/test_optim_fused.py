@@ -1,4 +1,4 @@
-"""The fused CPU path (optim/_fused.py: the multi-tensor update compiled by torch.compile) must follow the same
+"""The fused CPU path (optim/_fused.py: the per-tensor update compiled by torch.compile) must follow the same
 trajectory as the per-tensor path, resume from a state_dict, handle 16-bit parameters, be chosen only where
 the docs say, and fall back to eager with a warning when compilation fails.
 
@@ -13,7 +13,6 @@ import pytest
 import torch
 from torch import nn
 
-import optbench.optim.adamp as adamp_module
 from optbench.optim import SGDP, AdamP, AggMo, Expectigrad, _base, _fused
 
 OPTIMIZERS = {
@@ -87,20 +86,40 @@ def test_fused_bfloat16_parameters_keep_float32_state():
     assert all(s["exp_avg"].dtype == torch.float32 for s in opt.state.values())
 
 
-def test_fused_is_the_cpu_default_for_large_groups_only(monkeypatch):
+def test_fused_is_the_cpu_default_where_compiling_pays_off():
     small = [torch.zeros(10)]
     large = [torch.zeros(_fused.MIN_ELEMENTS)]
-    assert _base.choose_path({"foreach": None, "fused": None}, small, has_fused=True) == "single"
-    assert _base.choose_path({"foreach": None, "fused": None}, large, has_fused=True) == "fused"
-    assert _base.choose_path({"foreach": None, "fused": None}, large, has_fused=False) == "single"
-    assert _base.choose_path({"foreach": False, "fused": None}, large, has_fused=True) == "single"
-    assert _base.choose_path({"foreach": True, "fused": None}, large, has_fused=True) == "foreach"
-    assert _base.choose_path({"foreach": None, "fused": False}, large, has_fused=True) == "single"
-    assert _base.choose_path({"foreach": None, "fused": True}, small, has_fused=True) == "fused"
+    choose = _base.choose_path
+    assert choose(small, None, None, has_fused=True) == "single"
+    assert choose(large, None, None, has_fused=True) == "fused"  # no plan: size alone decides
+    assert choose(large, None, None, has_fused=False) == "single"
+    assert choose(large, False, None, has_fused=True) == "single"
+    assert choose(large, True, None, has_fused=True) == "foreach"
+    assert choose(large, None, False, has_fused=True) == "single"
+    assert choose(small, None, True, has_fused=True) == "fused"
+    # a planned run: compile only when the steps' savings repay the compilation
+    assert choose(large, None, None, has_fused=True, expected_steps=10) == "single"
+    assert choose(large, None, None, has_fused=True, expected_steps=100_000) == "fused"
+    many_tensors = [torch.zeros(_fused.MIN_ELEMENTS // 64) for _ in range(64)]  # same size, 64x the compile time
+    assert choose(many_tensors, None, None, has_fused=True, expected_steps=2_000) == "single"
     meta = [torch.zeros(_fused.MIN_ELEMENTS, device="meta")]
-    assert _base.choose_path({"foreach": None, "fused": None}, meta, has_fused=True) == "foreach"
+    assert choose(meta, None, None, has_fused=True) == "foreach"
     with pytest.raises(RuntimeError, match="CPU"):
-        _base.choose_path({"foreach": None, "fused": True}, meta, has_fused=True)
+        choose(meta, None, True, has_fused=True)
+
+
+def test_plan_switches_a_large_model_between_eager_and_fused(monkeypatch):
+    monkeypatch.setattr(_fused, "MIN_ELEMENTS", 100)  # the test net (about 700 elements) counts as large
+    monkeypatch.setattr(_fused, "SAVED_SECONDS_PER_ELEMENT_STEP", 1e-6)
+    chosen, choose = [], _base.choose_path
+    monkeypatch.setattr(_base, "choose_path", lambda *a, **k: chosen.append(choose(*a, **k)) or chosen[-1])
+    for steps, path in ((None, "fused"), (1, "single"), (10**6, "fused")):
+        net = make_net()
+        opt = OPTIMIZERS["AggMo"](net.parameters())
+        opt.plan(steps)
+        chosen.clear()
+        train(net, opt, range(1))
+        assert set(chosen) == {path}, (steps, chosen)
 
 
 def test_fused_and_foreach_together_are_rejected():
@@ -118,7 +137,7 @@ def test_failed_compilation_warns_once_and_runs_the_same_math_eagerly(monkeypatc
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     monkeypatch.setattr(_fused, "_failure", None)  # restored afterwards: other tests keep compiling
-    monkeypatch.setattr(adamp_module, "_sgdp_fused", _fused.FusedKernel(adamp_module._sgdp_fused.fn))
+    monkeypatch.setattr(_fused, "_LOOPS", {})  # compile anew (with the broken compiler)
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found.*OPTBENCH_FUSED=0"):
         fused = trajectory("SGDP", fused=True)
     assert not _fused.enabled()

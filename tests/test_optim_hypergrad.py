@@ -112,6 +112,9 @@ def reference_run(problem: FlatProblem, x0: np.ndarray, model_opt: str, lr_opt: 
         elif model_opt == "sgdn":
             buf = g.copy() if buf is None else momentum * buf + g
             d = g + momentum * buf
+        elif model_opt == "sgdm":  # classical momentum, the reference SGDHD(momentum > 0): d_t is the buffer
+            buf = g.copy() if buf is None else momentum * buf + g
+            d = buf
         else:
             b1, b2 = betas
             m = b1 * m + (1 - b1) * g
@@ -406,8 +409,38 @@ def test_bfloat16_parameters_train_with_float32_state_close_to_float32():
     assert alphas[-1] == pytest.approx(runs[torch.float32][2][-1], rel=0.05)
 
 
-def test_lr_zero_is_accepted():
-    Hypergrad(make_model().parameters(), lr=0.0, hypergrad_lr=1e-3)
+def test_alpha_zero_learns_a_positive_learning_rate():
+    """The paper's point: alpha_0 = 0 works. The first step cannot move (alpha_1 = alpha_0 - beta * h_1 with
+    h_1 = 0); after it the hypergradient raises alpha and the loss falls."""
+    model, batches = make_model(), make_batches()
+
+    def mean_loss() -> float:
+        return sum(float(batch_loss(model, batches, k).detach()) for k in range(4)) / 4
+
+    start, first_loss = flat(model), mean_loss()
+    opt = Hypergrad(model.parameters(), lr=0.0, hypergrad_lr=3e-3)
+    alphas = train(model, opt, batches, 1)
+    assert alphas == [0.0]
+    np.testing.assert_array_equal(flat(model), start)
+    alphas = train(model, opt, batches, 60)
+    assert alphas[10] > 1e-3 and alphas[-1] > alphas[10]
+    assert mean_loss() < 0.9 * first_loss
+
+
+@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per_tensor_path"])
+def test_sgd_hd_with_classical_momentum_matches_the_reference(foreach):
+    """SGDHD(momentum > 0, nesterov=False) is the reference SGDHD's momentum branch: h_t = -g_t . buf_{t-1},
+    then p -= alpha_t buf_t, with a hypergradient lr large enough to move alpha."""
+    model, batches = make_model(), make_batches()
+    problem = FlatProblem(model, batches, decayed={n for n, _ in model.named_parameters()})
+    lr, beta = 0.02, 2e-3
+    x_ref, alphas_ref = reference_run(problem, flat(model), "sgdm", "sgd", 40, lr, beta, WEIGHT_DECAY)
+    assert np.max(np.abs(alphas_ref / lr - 1)) > 0.1, "the test problem must move alpha"
+    opt = SGDHD(model.parameters(), lr=lr, momentum=0.9, weight_decay=WEIGHT_DECAY, hypergrad_lr=beta,
+                foreach=foreach)
+    alphas = train(model, opt, batches, 40)
+    np.testing.assert_allclose(alphas, alphas_ref, rtol=1e-8, atol=0)
+    np.testing.assert_allclose(flat(model), x_ref, rtol=1e-8, atol=1e-12)
 
 
 @pytest.mark.parametrize("kwargs,name", [

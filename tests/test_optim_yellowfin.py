@@ -325,7 +325,11 @@ def test_foreach_and_per_tensor_paths_agree(dtype, closed_loop):
     for a, b in zip(p_single, p_multi):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     for name in opt_single.tuner:
-        torch.testing.assert_close(opt_single.tuner[name], opt_multi.tuner[name], rtol=1e-6, atol=1e-9)
+        # C = g2_avg - ||gbar||^2 cancels: its float32 rounding is relative to g2_avg, and the per-tensor form
+        # gets ||gbar||^2 from the expansion (1-w)^2 A.A + 2w(1-w) A.g + w^2 g.g instead of reading gbar again
+        atol = 1e-5 * float(opt_single.tuner["g2_avg"]) if name == "C" else 1e-9
+        torch.testing.assert_close(opt_single.tuner[name], opt_multi.tuner[name], rtol=1e-6, atol=atol,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_bfloat16_parameters_follow_the_float32_trajectory():
@@ -379,12 +383,13 @@ def test_bfloat16_state_survives_a_round_trip_in_float32():
             assert torch.equal(resumed.state[p][key], opt.state[p][key])
 
 
+@pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_non_finite_gradient_is_skipped_counted_and_not_applied(bad):
+def test_non_finite_gradient_is_skipped_counted_and_not_applied(bad, foreach):
     reference_w, reference_b = small_problem()
-    reference = make_optimizer(reference_w, reference_b)
+    reference = make_optimizer(reference_w, reference_b, foreach=foreach)
     weights, biases = small_problem()
-    opt = make_optimizer(weights, biases)
+    opt = make_optimizer(weights, biases, foreach=foreach)
     train(reference, reference_w + reference_b, 0, 10)
     train(opt, weights + biases, 0, 10)
     before = [p.detach().clone() for p in weights + biases]
@@ -392,8 +397,10 @@ def test_non_finite_gradient_is_skipped_counted_and_not_applied(bad):
     opt.zero_grad()
     quadratic_loss(weights + biases, 10).backward()
     weights[0].grad[2, 3] = bad
+    grads = [p.grad.clone() for p in weights + biases]
     opt.step()
-    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in weights + biases)  # no NaN left behind
+    # the step reads the bad gradient as 0 and never writes .grad
+    assert all(torch.allclose(p.grad, g, rtol=0, atol=0, equal_nan=True) for p, g in zip(weights + biases, grads))
     for p, b in zip(weights + biases, before):
         assert torch.equal(p.detach(), b)
     assert float(opt.extras()["skipped"]) == 1

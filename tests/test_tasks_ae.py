@@ -4,6 +4,7 @@ import csv
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 import torch.nn.functional as F
 
 from conftest import compose
@@ -31,7 +32,7 @@ def test_one_short_epoch_of_each_autoencoder_task(task, tmp_path, mini_data_dir)
 
 def test_loss_is_pixel_mean_bce_and_sse_is_per_example_squared_error(mini_data_dir):
     torch.manual_seed(0)
-    cfg = {"name": "ae", "dataset": "mnist", "model": "deep_autoencoder", "batch_size": 20}
+    cfg = {"name": "ae", "dataset": "mnist", "model": "deep_autoencoder", "batch_size": 20, "val_fraction": 0.1}
     task = Autoencoding(cfg, str(mini_data_dir), torch.device("cpu"))
     assert task.splits["train"].shape == (180, 784) and task.splits["val"].shape == (20, 784)
     (batch,) = next(iter(task.train_batches(torch.Generator().manual_seed(0))))
@@ -54,8 +55,7 @@ def test_autoencoder_learns_more_than_the_mean_image(tmp_path, mini_data_dir):
                   f"results_dir={tmp_path}", f"data_dir={mini_data_dir}", "device=cpu")
     rows = read_csv(run(cfg) / "metrics.csv")
     # the best reconstruction that ignores its input: the mean training image
-    task = Autoencoding({"name": "ae", "dataset": "mnist", "model": "deep_autoencoder", "batch_size": 20},
-                        str(mini_data_dir), torch.device("cpu"))
+    task = Autoencoding(OmegaConf.to_container(cfg.task, resolve=True), str(mini_data_dir), torch.device("cpu"))
     mean_image = task.inputs(task.splits["train"]).mean(0)
     baseline = ((task.inputs(task.splits["val"]) - mean_image) ** 2).sum(1).mean().item()
     assert float(rows[-1]["val_sse"]) < 0.75 * baseline < float(rows[0]["val_sse"])

@@ -8,13 +8,18 @@ import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from conftest import compose
 from optbench.optim import SGDP, Expectigrad
 from optbench.tasks import build_task
 
 
-def make_task(kind: str, steps: int, **cfg):
-    return build_task({"name": kind, "kind": kind, "steps_per_epoch": steps, **cfg}, "", torch.device("cpu"))
+def make_task(kind: str, steps: int, **overrides):
+    """The task as configs/task/<kind>.yaml defines it (the one place its constants live), with overrides."""
+    cfg = OmegaConf.to_container(compose(f"task={kind}").task, resolve=True)
+    cfg.update(steps_per_epoch=steps, **overrides)
+    return build_task(cfg, "", torch.device("cpu"))
 
 
 def drive(task, make_optimizer, seed=0):

@@ -18,7 +18,7 @@ import torch
 from conftest import REPO, compose
 from optbench.checks import ConfigError
 from optbench.data.errors import DatasetNotFoundError
-from optbench.rundir import CorruptCheckpointError
+from optbench.checkpoints import CorruptCheckpointError
 from optbench.train import run
 
 FOUNDATION_TASKS = ["digits_mlp", "digits_logreg", "mnist_logreg", "mnist_mlp", "fmnist_logreg", "fmnist_mlp"]
@@ -114,9 +114,10 @@ def test_variant_names_the_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("optim.lr=-0.1", "optim.lr=-0.1 is out of range"),
-    ("optim.lr=nan", "optim.lr=nan must be a finite number"),
-    ("optim.momentum=1.5", "optim.momentum=1.5 is out of range: must be in [0.0, 1.0)"),
+    ("optim.lr=-0.1", "optim.lr must be a finite number >= 0, got -0.1"),
+    ("optim.lr=nan", "optim.lr must be a finite number >= 0, got nan"),
+    ("optim.momentum=1.5", "optim.momentum must be in [0, 1), got 1.5"),
+    ("+optim.dampening=1.5", "optim.dampening must be in [0, 1], got 1.5"),
     ("task.epochs=0", "task.epochs=0 must be an integer >= 1"),
     ("task.batch_size=0", "task.batch_size=0 must be an integer >= 1"),
     ("trainer.amp=fp8", "trainer.amp='fp8' is not known; valid: none, bf16, fp16"),
@@ -130,6 +131,18 @@ def test_bad_values_are_rejected_before_training(override, message, tmp_path):
         run(cfg)
     assert message in str(err.value)
     assert not any(tmp_path.iterdir()), "nothing may be written for a rejected config"
+
+
+def test_the_optimizer_constructor_is_the_config_check(tmp_path):
+    """checks.py builds the optimizer: its constructor's ranges and cross-argument rules, nothing else."""
+    cfg = compose("optim=nesterov", "optim.momentum=0.0", f"results_dir={tmp_path}", "device=cpu")
+    with pytest.raises(ConfigError, match=r"optim.nesterov=True needs momentum > 0 and dampening = 0"):
+        run(cfg)
+    cfg = compose("optim=adam", "optim.betas=[0.9]", f"results_dir={tmp_path}", "device=cpu")
+    with pytest.raises(ConfigError, match=r"optim.betas must have 2 entries, got \(0.9,\)"):
+        run(cfg)
+    accepted = compose("optim=sgd_hd", "optim.lr=0.0", "task.epochs=1", f"results_dir={tmp_path}", "device=cpu")
+    assert (run(accepted) / "summary.json").exists()  # Hypergrad accepts alpha_0 = 0, so the check does too
 
 
 def test_unknown_optimizer_argument_lists_the_valid_ones(tmp_path):

@@ -1,8 +1,9 @@
 """The run directory: the contract between trainer and plotter (DESIGN.md).
 
 ``<results_dir>/<task>/<optim>/<variant>/seed<N>/`` with config.yaml, metrics.csv, steps.csv,
-checkpoint.pth, best.pth and summary.json. This module owns the paths, the CSV logs (which survive a kill and
-are cut back to the checkpoint on resume), the summary, and atomic checkpoint files.
+checkpoint.pth, best.pth and summary.json. This module owns the names and paths, the CSV logs (which survive
+a kill and are cut back to the checkpoint on resume) and the summary; it does not import torch, so readers of
+results (the plotter) use it cheaply. Checkpoint files: optbench.checkpoints.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
-
-import torch
 
 METRICS = "metrics.csv"
 STEPS = "steps.csv"
@@ -78,6 +77,9 @@ def run_path(results_dir: str | Path, task: str, optim: str, variant: str, seed:
     return Path(results_dir) / task / optim / variant / f"seed{seed}"
 
 
+RUN_GLOB = "*/*/*/seed*"  # every run directory under a results_dir, as run_path lays them out
+
+
 class CsvLog:
     """Append-only CSV that flushes every row (a killed run keeps its log), widens its header when a new column
     appears, and can be cut back to the rows a checkpoint covers."""
@@ -119,7 +121,7 @@ class CsvLog:
 
 
 def _cell(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
+    if hasattr(value, "item"):  # a 0-dim tensor or numpy scalar
         value = value.item()
     if isinstance(value, float):
         return repr(value)  # round-trips exactly, so a resumed run's CSV equals an uninterrupted one's
@@ -140,38 +142,3 @@ def read_summary(run_dir: Path) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-
-
-def save_atomic(obj: Any, path: Path, keep_previous: Path | None = None) -> None:
-    """torch.save to a temporary file, then rename: a kill mid-write never leaves a half-written checkpoint.
-    With keep_previous, the last good file is kept there as a fallback."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    if keep_previous is not None and path.exists():
-        os.replace(path, keep_previous)
-    os.replace(tmp, path)
-
-
-class CorruptCheckpointError(RuntimeError):
-    pass
-
-
-def load_checkpoint(run_dir: Path, map_location) -> dict | None:
-    """The newest readable checkpoint of a run (falling back to the previous one), None when there is none;
-    a clear error when files exist but none can be read, so no work is silently thrown away."""
-    candidates = [run_dir / CHECKPOINT, run_dir / PREVIOUS_CHECKPOINT]
-    errors = []
-    for path in candidates:
-        if not path.exists():
-            continue
-        try:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # truncated or garbled file
-            first_line = (str(err).strip().splitlines() or [""])[0][:160]
-            errors.append(f"{path.name} unreadable ({type(err).__name__}: {first_line})")
-    if errors:
-        raise CorruptCheckpointError(
-            f"cannot resume {run_dir}: no readable checkpoint (" + "; ".join(errors) + "). Restore the file, or delete "
-            "the run directory (or pass resume=false) to start this run again from scratch."
-        )
-    return None

@@ -1,13 +1,11 @@
 """Per-epoch learning-rate schedules as multipliers of the initial lr (the AggMo configs' step decay and the
-usual alternatives). The factor is handed to the optimizer (``set_lr_factor``) or applied to each group's
-``initial_lr``, so optimizers that learn their own lr (hypergradient, YellowFin) are scaled, not overwritten."""
+usual alternatives). The trainer hands the factor to the optimizer (optbench.optim.protocol.set_lr_factor), so
+optimizers that learn their own lr (hypergradient, YellowFin) are scaled, not overwritten."""
 
 from __future__ import annotations
 
 import math
 from typing import Mapping
-
-import torch
 
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 
@@ -27,12 +25,3 @@ def lr_factor(schedule: Mapping, epoch: int, total_epochs: int) -> float:
         floor = float(schedule.get("min_factor") or 0.0)
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / total_epochs))
     raise ValueError(f"lr_schedule.name={name!r} is not known; valid: {', '.join(SCHEDULES)}")
-
-
-def apply_lr_factor(optimizer: torch.optim.Optimizer, factor: float) -> None:
-    if hasattr(optimizer, "set_lr_factor"):
-        optimizer.set_lr_factor(factor)
-        return
-    for group in optimizer.param_groups:
-        group.setdefault("initial_lr", group["lr"])
-        group["lr"] = group["initial_lr"] * factor

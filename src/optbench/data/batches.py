@@ -8,10 +8,14 @@ from typing import Iterator
 import torch
 
 
+def check_val_fraction(val_fraction: float) -> None:
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"task.val_fraction must be a number in [0, 1), got {val_fraction!r}")
+
+
 def split_train_val(n: int, val_fraction: float) -> tuple[slice, slice]:
     """First (1 - val_fraction) of the official training set trains, the last val_fraction validates."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"task.val_fraction must be in [0, 1), got {val_fraction}")
+    check_val_fraction(val_fraction)
     n_val = int(round(n * val_fraction))
     return slice(0, n - n_val), slice(n - n_val, n)
 

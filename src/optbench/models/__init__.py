@@ -1,16 +1,14 @@
-"""Model zoo of the seed papers, built by name: ``build_model("resnet34", num_classes=10)``.
-
-``_MODELS`` maps a name to "module:factory" under optbench.models, imported lazily.
-"""
+"""Model zoo of the seed papers, built by name: ``build_model("resnet34", num_classes=10)``."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 from torch import nn
 
-_MODELS: dict[str, str] = {
+from optbench.registry import Registry
+
+MODELS = Registry("task.model", "optbench.models", {
     "logreg": "mlp:logistic_regression",
     "mlp": "mlp:mlp",
     "resnet18": "resnet:resnet18",
@@ -23,18 +21,15 @@ _MODELS: dict[str, str] = {
     "deep_autoencoder": "autoencoder:deep_autoencoder",
     "lstm_lm": "lstm:lstm_lm",
     "awd_lstm": "awd_lstm:awd_lstm",
-}
+})
 
 
 def model_names() -> list[str]:
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def model_factory(name: str) -> Callable[..., nn.Module]:
-    if name not in _MODELS:
-        raise ValueError(f"task.model={name!r} is not a known model; valid: {', '.join(model_names())}")
-    module, factory = _MODELS[name].split(":")
-    return getattr(importlib.import_module(f"optbench.models.{module}"), factory)
+    return MODELS.get(name)
 
 
 def build_model(name: str, **kwargs) -> nn.Module:

@@ -10,8 +10,8 @@ Storage: each velocity is kept as its exponential moving average m_i = (1 - beta
 m_i = lerp(m_i, d, 1 - beta_i) (one fused pass instead of a multiply and an add) and gives back
 buf_i = m_i / (1 - beta_i). A beta of 0 has buf = d, so it needs no buffer at all.
 
-Three paths, one formula: per tensor (``aggmo_single_tensor``), multi-tensor (``aggmo_multi_tensor``), and the
-fused kernel (``_aggmo_fused``: the same lines as one compiled loop, the CPU default for large models).
+The update is written twice: per tensor (``aggmo_tensor``: run eagerly, or compiled into one loop per tensor by
+the fused CPU path) and multi-tensor (``aggmo_multi_tensor``, the GPU form).
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from typing import Iterable, Sequence
 
 import torch
 
-from optbench.optim import _fused
-from optbench.optim._base import PaperOptimizer, check_paths, for_slices, zeros_state
-from optbench.optim._common import check_betas, check_positive
+from optbench.optim._base import PaperOptimizer, zeros_state
+from optbench.optim._checks import check_betas, check_positive
 
 
 def _damped_betas(betas: Sequence[float]) -> list[float]:
@@ -47,25 +46,23 @@ def _buffers_of(states: list[dict], betas: Sequence[float]) -> list[list[torch.T
     return buffers
 
 
-def aggmo_single_tensor(p: torch.Tensor, g: torch.Tensor, buffers: list[torch.Tensor], *, lr: float,
-                        betas: Sequence[float], weight_decay: float) -> None:
-    for_slices(_aggmo_elementwise, [p, g, *buffers], lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-
-
-def _aggmo_elementwise(p: torch.Tensor, g: torch.Tensor, *buffers: torch.Tensor, lr: float,
-                       betas: Sequence[float], weight_decay: float) -> None:
+def aggmo_tensor(p: torch.Tensor, g: torch.Tensor, buffers: Sequence[torch.Tensor], *, lr: float | torch.Tensor,
+                 betas: tuple[float, ...], weight_decay: float) -> None:
+    """One tensor's update (the per-tensor path, and what the fused CPU path compiles)."""
     k = len(betas)
-    d = g.add(p, alpha=weight_decay) if weight_decay != 0 else g
-    if len(buffers) < k:  # one beta is 0: its velocity is d
-        p.add_(d, alpha=-lr / k)
+    d = g + weight_decay * p if weight_decay != 0 else g
+    total = d if len(buffers) < k else None  # one beta is 0: its velocity is d
     for beta, m in zip(_damped_betas(betas), buffers):
-        m.lerp_(d, 1.0 - beta)
-        p.add_(m, alpha=-lr / (k * (1.0 - beta)))
+        m_new = torch.lerp(m, d, 1.0 - beta)
+        m.copy_(m_new)
+        term = m_new * (1.0 / (1.0 - beta))
+        total = term if total is None else total + term
+    p.copy_(p - total * (lr / k))
 
 
 def aggmo_multi_tensor(ps: list[torch.Tensor], gs: list[torch.Tensor], buffers: list[list[torch.Tensor]], *,
                        lr: float, betas: Sequence[float], weight_decay: float) -> None:
-    """Same math as ``aggmo_single_tensor``; ``buffers[j][i]`` is parameter j's buffer for damped beta i."""
+    """Same math as ``aggmo_tensor``; ``buffers[j][i]`` is parameter j's buffer for damped beta i."""
     k = len(betas)
     ds = torch._foreach_add(gs, ps, alpha=weight_decay) if weight_decay != 0 else gs
     if len(buffers[0]) < k:
@@ -74,22 +71,6 @@ def aggmo_multi_tensor(ps: list[torch.Tensor], gs: list[torch.Tensor], buffers: 
         ms = [bufs[i] for bufs in buffers]
         torch._foreach_lerp_(ms, ds, 1.0 - beta)
         torch._foreach_add_(ps, ms, alpha=-lr / (k * (1.0 - beta)))
-
-
-@_fused.FusedKernel
-def _aggmo_fused(ps: list[torch.Tensor], gs: list[torch.Tensor], buffers: list[list[torch.Tensor]],
-                 lr: torch.Tensor, *, betas: tuple[float, ...], weight_decay: float) -> None:
-    """``_aggmo_elementwise`` as expressions, compiled into one loop per tensor (lr: a 0-dim tensor)."""
-    k = len(betas)
-    for p, g, bufs in zip(ps, gs, buffers):
-        d = g + weight_decay * p if weight_decay != 0 else g
-        total = d if len(bufs) < k else None
-        for beta, m in zip(_damped_betas(betas), bufs):
-            m_new = torch.lerp(m, d, 1.0 - beta)
-            m.copy_(m_new)
-            term = m_new * (1.0 / (1.0 - beta))
-            total = term if total is None else total + term
-        p.copy_(p - total * (lr / k))
 
 
 class AggMo(PaperOptimizer):
@@ -101,15 +82,15 @@ class AggMo(PaperOptimizer):
     Large betas (0.999) stay stable because the low-beta velocities damp the oscillations of the high ones.
     """
 
+    has_fused = sliceable = True
+
     def __init__(self, params: Iterable, lr: float, betas: Sequence[float] = (0.0, 0.9, 0.99),
                  weight_decay: float = 0.0, foreach: bool | None = None, fused: bool | None = None) -> None:
         check_positive("lr", lr)
         check_betas("betas", betas, distinct=True)
         check_positive("weight_decay", weight_decay, allow_zero=True)
-        check_paths(foreach, fused)
-        defaults = dict(lr=lr, betas=tuple(float(b) for b in betas), weight_decay=weight_decay, foreach=foreach,
-                        fused=fused)
-        super().__init__(params, defaults)
+        defaults = dict(lr=lr, betas=tuple(float(b) for b in betas), weight_decay=weight_decay)
+        super().__init__(params, defaults, foreach=foreach, fused=fused)
 
     @classmethod
     def from_exp_form(cls, params: Iterable, lr: float, a: float = 0.1, k: int = 3, weight_decay: float = 0.0,
@@ -122,18 +103,15 @@ class AggMo(PaperOptimizer):
         betas = tuple(1.0 - a**i for i in range(int(k)))
         return cls(params, lr, betas=betas, weight_decay=weight_decay, foreach=foreach, fused=fused)
 
-    def _init_state(self, param: torch.Tensor, group: dict) -> dict:
+    def init_state(self, param: torch.Tensor, group: dict) -> dict:
         return {"momentum_buffers": [zeros_state(param) for _ in _damped_betas(group["betas"])]}
 
-    def _single_tensor_update(self, group, param, grad, state) -> None:
-        _check_buffers(state["momentum_buffers"], group["betas"])
-        aggmo_single_tensor(param, grad, state["momentum_buffers"], lr=group["lr"], betas=group["betas"],
-                            weight_decay=group["weight_decay"])
+    kernel = staticmethod(aggmo_tensor)
 
-    def _fused_update(self, group, params, grads, states) -> None:
-        _aggmo_fused(params, grads, _buffers_of(states, group["betas"]), _fused.scalar(group["lr"]),
-                     betas=group["betas"], weight_decay=group["weight_decay"])
+    def kernel_inputs(self, group, states):
+        constants = dict(betas=group["betas"], weight_decay=group["weight_decay"])
+        return [_buffers_of(states, group["betas"])], {}, {"lr": group["lr"]}, constants
 
-    def _multi_tensor_update(self, group, params, grads, states) -> None:
+    def multi_tensor_update(self, group, params, grads, states) -> None:
         aggmo_multi_tensor(params, grads, _buffers_of(states, group["betas"]), lr=group["lr"], betas=group["betas"],
                            weight_decay=group["weight_decay"])

@@ -14,8 +14,8 @@ REFERENCE.md sec. 2, per element, t counting this parameter's steps from 1:
 Optional decoupled weight decay (not in the paper, default 0): p = p * (1 - lr * weight_decay) before the step.
 a = s / max(n, 1) implements 0/0 := 0: n = 0 only where every gradient so far was 0, so s = 0 there too.
 
-Three paths, one formula: per tensor, multi-tensor, and the fused kernel (``_expectigrad_fused``: the same lines
-as compiled loops, the CPU default for large models).
+The update is written twice: per tensor (``expectigrad_tensor``: run eagerly, or compiled into one loop per
+tensor by the fused CPU path) and multi-tensor (``expectigrad_multi_tensor``, the GPU form).
 """
 
 from __future__ import annotations
@@ -24,48 +24,36 @@ from typing import Iterable
 
 import torch
 
-from optbench.optim import _fused
-from optbench.optim._base import PaperOptimizer, add_scaled_, check_paths, for_slices, zeros_state
-from optbench.optim._common import check_positive, check_unit_interval
+from optbench.optim._base import PaperOptimizer, add_scaled_, zeros_state
+from optbench.optim._checks import check_flag, check_positive, check_unit_interval
 
 
-def expectigrad_single_tensor(p: torch.Tensor, g: torch.Tensor, state: dict, *, lr: float, beta: float,
-                              eps: float, sparse_counter: bool, weight_decay: float) -> None:
-    state["step"] += 1
-    t = state["step"]
-    counter = state["counter"] if sparse_counter else None
-    momentum = state["momentum"] if beta > 0 else None
-    for_slices(_expectigrad_elementwise, [p, g, state["sum"], counter, momentum], t=t, lr=lr, beta=beta, eps=eps,
-               weight_decay=weight_decay)
-
-
-def _expectigrad_elementwise(p: torch.Tensor, g: torch.Tensor, s: torch.Tensor, n: torch.Tensor | None,
-                             m: torch.Tensor | None, *, t: int, lr: float, beta: float, eps: float,
-                             weight_decay: float) -> None:
-    """n is None: the counter is t; m is None: beta = 0."""
-    s.addcmul_(g, g)
+def expectigrad_tensor(p: torch.Tensor, g: torch.Tensor, s: torch.Tensor, n: torch.Tensor | None,
+                       m: torch.Tensor | None, *, t: float, step_size: float, decay: float | None, beta: float,
+                       eps: float) -> None:
+    """One tensor's update (the per-tensor path, and what the fused CPU path compiles). n is None: the counter
+    is t; m is None: beta = 0. step_size: lr / (1 - beta^t), or lr for beta = 0; decay: lr * weight_decay."""
+    s_new = s + g * g
+    s.copy_(s_new)
     if n is not None:
-        nonzero = torch.sign(g)
-        n.addcmul_(nonzero, nonzero)  # sign(g)^2 = [g != 0], without a slow bool -> float add
-        u = n.clamp(min=1.0)
-        torch.div(s, u, out=u)
+        n_new = n + (g != 0).to(g.dtype)
+        n.copy_(n_new)
+        mean_sq = s_new / n_new.clamp(min=1.0)
     else:
-        u = torch.div(s, t)
-    torch.div(g, u.sqrt_().add_(eps), out=u)
-    if weight_decay != 0:
-        p.mul_(1.0 - lr * weight_decay)
+        mean_sq = s_new / t
+    u = g / (torch.sqrt(mean_sq) + eps)
+    decayed = p * (1.0 - decay) if decay is not None else p
     if m is not None:
-        m.lerp_(u, 1.0 - beta)
-        p.add_(m, alpha=-lr / (1.0 - beta**t))
+        m_new = torch.lerp(m, u, 1.0 - beta)
+        m.copy_(m_new)
+        p.copy_(decayed - m_new * step_size)
     else:
-        p.add_(u, alpha=-lr)
+        p.copy_(decayed - u * step_size)
 
 
 def expectigrad_multi_tensor(ps: list[torch.Tensor], gs: list[torch.Tensor], states: list[dict], *, lr: float,
                              beta: float, eps: float, sparse_counter: bool, weight_decay: float) -> None:
-    """Same math as ``expectigrad_single_tensor`` on lists of one device and dtype."""
-    for state in states:
-        state["step"] += 1
+    """Same math as ``expectigrad_tensor`` on lists of one device and dtype (step counters already advanced)."""
     ts = [state["step"] for state in states]
     ss = [state["sum"] for state in states]
     torch._foreach_addcmul_(ss, gs, gs)
@@ -89,31 +77,6 @@ def expectigrad_multi_tensor(ps: list[torch.Tensor], gs: list[torch.Tensor], sta
         torch._foreach_add_(ps, us, alpha=-lr)
 
 
-@_fused.FusedKernel
-def _expectigrad_fused(ps: list, gs: list, sums: list, counters: list | None, momenta: list | None,
-                       steps: torch.Tensor, step_sizes: torch.Tensor, decay: torch.Tensor | None, *, beta: float,
-                       eps: float) -> None:
-    """``_expectigrad_elementwise`` as expressions. Per parameter (float64 vectors): t, and the step size lr (beta
-    0) or lr / (1 - beta^t), computed outside so the loops do not re-evaluate powers; decay: lr * weight_decay."""
-    for i, (p, g, s) in enumerate(zip(ps, gs, sums)):
-        s_new = s + g * g
-        s.copy_(s_new)
-        if counters is not None:
-            n_new = counters[i] + (g != 0).to(g.dtype)
-            counters[i].copy_(n_new)
-            mean_sq = s_new / n_new.clamp(min=1.0)
-        else:
-            mean_sq = s_new / steps[i]
-        u = g / (torch.sqrt(mean_sq) + eps)
-        decayed = p * (1.0 - decay) if decay is not None else p
-        if momenta is not None:
-            m_new = torch.lerp(momenta[i], u, 1.0 - beta)
-            momenta[i].copy_(m_new)
-            p.copy_(decayed - m_new * step_sizes[i])
-        else:
-            p.copy_(decayed - u * step_sizes[i])
-
-
 class Expectigrad(PaperOptimizer):
     """Adaptive steps from the arithmetic mean of squared gradients, with momentum applied after adaptation.
 
@@ -124,6 +87,8 @@ class Expectigrad(PaperOptimizer):
     counterexample.
     """
 
+    has_fused = sliceable = True
+
     def __init__(self, params: Iterable, lr: float = 1e-3, beta: float = 0.9, eps: float = 1e-8,
                  sparse_counter: bool = True, weight_decay: float = 0.0, foreach: bool | None = None,
                  fused: bool | None = None) -> None:
@@ -131,14 +96,11 @@ class Expectigrad(PaperOptimizer):
         check_unit_interval("beta", beta)
         check_positive("eps", eps)
         check_positive("weight_decay", weight_decay, allow_zero=True)
-        if not isinstance(sparse_counter, bool):
-            raise ValueError(f"sparse_counter must be True or False, got {sparse_counter!r}")
-        check_paths(foreach, fused)
-        defaults = dict(lr=lr, beta=beta, eps=eps, sparse_counter=sparse_counter, weight_decay=weight_decay,
-                        foreach=foreach, fused=fused)
-        super().__init__(params, defaults)
+        check_flag("sparse_counter", sparse_counter)
+        defaults = dict(lr=lr, beta=beta, eps=eps, sparse_counter=sparse_counter, weight_decay=weight_decay)
+        super().__init__(params, defaults, foreach=foreach, fused=fused)
 
-    def _init_state(self, param: torch.Tensor, group: dict) -> dict:
+    def init_state(self, param: torch.Tensor, group: dict) -> dict:
         state = {"step": 0, "sum": zeros_state(param)}
         if group["sparse_counter"]:
             state["counter"] = zeros_state(param)
@@ -146,31 +108,27 @@ class Expectigrad(PaperOptimizer):
             state["momentum"] = zeros_state(param)
         return state
 
-    def _hyper(self, group: dict, states: list[dict]) -> dict:
-        """The group's hyperparameters; adds the momentum buffer if beta became > 0 after the first step."""
+    def _advance(self, group: dict, states: list[dict]) -> None:
+        """Count this step; add the momentum buffer if beta became > 0 after the first step."""
         for state in states:
             if group["sparse_counter"] and "counter" not in state:
                 raise ValueError("sparse_counter cannot be switched on after the first step (no count to resume)")
             if group["beta"] > 0 and "momentum" not in state:
                 state["momentum"] = torch.zeros_like(state["sum"])
-        return dict(lr=group["lr"], beta=group["beta"], eps=group["eps"], sparse_counter=group["sparse_counter"],
-                    weight_decay=group["weight_decay"])
-
-    def _single_tensor_update(self, group, param, grad, state) -> None:
-        expectigrad_single_tensor(param, grad, state, **self._hyper(group, [state]))
-
-    def _multi_tensor_update(self, group, params, grads, states) -> None:
-        expectigrad_multi_tensor(params, grads, states, **self._hyper(group, states))
-
-    def _fused_update(self, group, params, grads, states) -> None:
-        hyper = self._hyper(group, states)
-        for state in states:
             state["step"] += 1
-        lr, beta = hyper["lr"], hyper["beta"]
-        decay = _fused.scalar(lr * hyper["weight_decay"]) if hyper["weight_decay"] != 0 else None
-        _expectigrad_fused(params, grads, [s["sum"] for s in states],
-                           [s["counter"] for s in states] if hyper["sparse_counter"] else None,
-                           [s["momentum"] for s in states] if beta > 0 else None,
-                           _fused.scalar([float(s["step"]) for s in states]),
-                           _fused.scalar([lr / (1.0 - beta ** s["step"]) if beta > 0 else lr for s in states]), decay,
-                           beta=beta, eps=hyper["eps"])
+
+    kernel = staticmethod(expectigrad_tensor)
+
+    def kernel_inputs(self, group, states):
+        self._advance(group, states)
+        lr, beta, wd = group["lr"], group["beta"], group["weight_decay"]
+        tensors = [[s["sum"] for s in states], [s["counter"] for s in states] if group["sparse_counter"] else None,
+                   [s["momentum"] for s in states] if beta > 0 else None]
+        per_tensor = {"t": [float(s["step"]) for s in states],
+                      "step_size": [lr / (1.0 - beta ** s["step"]) if beta > 0 else lr for s in states]}
+        return tensors, per_tensor, {"decay": lr * wd if wd != 0 else None}, {"beta": beta, "eps": group["eps"]}
+
+    def multi_tensor_update(self, group, params, grads, states) -> None:
+        self._advance(group, states)
+        expectigrad_multi_tensor(params, grads, states, lr=group["lr"], beta=group["beta"], eps=group["eps"],
+                                 sparse_counter=group["sparse_counter"], weight_decay=group["weight_decay"])

@@ -11,31 +11,22 @@ step) are ``torch.where`` selections, never Python branches. Hence:
 - ``param_groups[i]['lr']`` and ``['momentum']`` hold 0-d tensors after the first step (a fresh tensor every
   step, so a logged value is never overwritten later).
 - A non-finite gradient (or a gradient norm that overflows) leaves every state and every parameter unchanged
-  and increments the ``skipped`` counter; its ``.grad`` is zeroed in place (the only write to ``.grad``: an
-  applied step leaves it bit-for-bit as it was).
+  and increments the ``skipped`` counter; ``.grad`` is never written.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
-from optbench.optim import _fused
-from optbench.optim._base import check_paths, choose_path, for_slices
-from optbench.optim._common import (
-    evaluate_closure,
-    check_positive,
-    check_unit_interval,
-    group_by_device_and_dtype,
-    params_with_grad,
-)
+from optbench.optim._base import Bucket, PaperOptimizer, zeros_state
+from optbench.optim._checks import check_positive, check_unit_interval
 
 EPS = 1e-6  # REFERENCE.md section 5's eps
 CLIP_GUARD = 1e-6  # clip_grad_norm_'s guard in max_norm / (norm + 1e-6): the reference clips with that function
 CATASTROPHIC_MOVE = 100.0  # step 7: the largest move lr * |g| allowed
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 __all__ = ["YFOptimizer", "cubic_root", "momentum_lower_bound", "clip_coefficient", "rescaled_ema"]
 
@@ -124,15 +115,22 @@ def _tune(t: dict, g2: torch.Tensor, grad_avg_sq: torch.Tensor, cfg: dict) -> di
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Per-parameter work: the gradient average (step 4) and the momentum SGD step (steps 7-8), per tensor and
-# with torch._foreach_* on buckets of one (device, dtype). Scalars are 0-d tensors on the device.
+# Per-parameter work, written twice: as per-tensor expressions (run eagerly, on cache-sized slices, or compiled
+# into one loop per tensor by the fused CPU path) and as torch._foreach_* code (the GPU form).
 #
 # Both averages are kept as a global scalar times a tensor, a = scale * A, so that an EMA
 # a <- keep * a + weight * g is a single lerp over memory instead of a multiply and an add:
 #     scale' = keep * scale + weight,  A <- lerp(A, g, weight / scale')
 # (then scale' * A' = keep * scale * A + weight * g exactly). scale stays positive and bounded: it starts at 1,
 # keep >= 0 and weight > 0 on an applied step, keep = 1 and weight = 0 on a skipped one, and it tends to
-# weight / (1 - keep). This removes two of the eight elementwise operations per step (benchmarks/optim_step.py).
+# weight / (1 - keep).
+#
+# The per-tensor form reads each tensor twice per step. Pass 1 sums g.g, A.A and A.g (A the scaled gbar): g.g
+# gives ||g|| for the clip, and once the clip has fixed the lerp weight w,
+#     ||lerp(A, g, w)||^2 = (1 - w)^2 A.A + 2 w (1 - w) A.g + w^2 g.g
+# gives the new gbar's norm without touching memory again (the expansion is formed in float64). Pass 2 updates
+# gbar and takes the momentum step together (reads p, g, A, B; writes A, B, p). A skipped step's gradient is
+# read as 0 (NaN * 0 would be NaN), never written: ``.grad`` is left as it was on every path.
 
 
 def rescaled_ema(scale: torch.Tensor, keep: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,45 +139,45 @@ def rescaled_ema(scale: torch.Tensor, keep: torch.Tensor, weight: torch.Tensor) 
     return new_scale, weight / new_scale
 
 
-def _sanitize_and_average(g, avg, *, mask, lerp_weight) -> None:
-    if mask is not None:  # _zero_on_skip of this slice, while it is in the cache for the lerp
-        g.view(mask.dtype).bitwise_and_(mask)
-    avg.lerp_(g, lerp_weight)
+def yf_sums_tensor(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Pass 1 of one tensor: (g.g, A.A, A.g)."""
+    return torch.stack([(g * g).sum(), (a * a).sum(), (a * g).sum()])
 
 
-def _grad_avg_single(grads, avgs, lerp_weight, skip_mask=None) -> list[torch.Tensor]:
-    """A <- lerp(A, g, lerp_weight) (the scaled gbar); returns ||A|| per tensor. With ``skip_mask`` (see
-    ``_zero_on_skip``) the gradient is sanitised in the same cache-sized slices (CPU) instead of a pass of its own."""
-    norms = []
-    for g, avg in zip(grads, avgs):
-        for_slices(_sanitize_and_average, [g, avg], mask=skip_mask, lerp_weight=lerp_weight)
-        norms.append(torch.linalg.vector_norm(avg))
-    return norms
-
-
-def _grad_avg_foreach(grads, avgs, lerp_weight, skip_mask=None) -> list[torch.Tensor]:
-    if skip_mask is not None:
-        for g in grads:
-            g.view(skip_mask.dtype).bitwise_and_(skip_mask)
-    torch._foreach_lerp_(avgs, grads, [lerp_weight] * len(grads))
-    return list(torch._foreach_norm(avgs))
-
-
-def _momentum_kernel(p, g, b, *, lerp_weight, decay, neg_step) -> None:
-    b.lerp_(g, lerp_weight)
+def yf_update_tensor(p: torch.Tensor, g: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, ok: torch.Tensor,
+                     avg_weight: torch.Tensor, lerp_weight: torch.Tensor, decay: torch.Tensor | None,
+                     neg_step: torch.Tensor) -> None:
+    """Pass 2 of one tensor: A <- lerp(A, g, avg_weight); B <- lerp(B, g, lerp_weight) (+ decay * p), the scaled
+    velocity; p <- p + neg_step * B."""
+    g_ok = torch.where(ok, g, 0.0)
+    a.copy_(torch.lerp(a, g_ok, avg_weight))
+    new = torch.lerp(b, g_ok, lerp_weight)
     if decay is not None:
-        b.addcmul_(p, decay)
-    p.addcmul_(b, neg_step)
+        new = new + p * decay
+    b.copy_(new)
+    p.copy_(p + new * neg_step)
 
 
-def _momentum_single(params, grads, bufs, lerp_weight, decay, neg_step) -> None:
-    """B <- lerp(B, g, lerp_weight) (+ decay * p), the scaled velocity; p <- p + neg_step * B. On the CPU in
-    cache-sized slices (optbench.optim._base.for_slices): B is written and read back while in the cache."""
-    for p, g, b in zip(params, grads, bufs):
-        for_slices(_momentum_kernel, [p, g, b], lerp_weight=lerp_weight, decay=decay, neg_step=neg_step)
+def _new_avg_sq(sums: torch.Tensor, ok: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """||lerp(A, g, w)||^2 from pass 1's sums (float64); a skipped step (w = 0) keeps A.A."""
+    gg, aa, ag = sums.to(torch.float64).unbind()
+    w = w.to(torch.float64)
+    return torch.where(ok, (1.0 - w) ** 2 * aa + 2.0 * w * (1.0 - w) * ag + w * w * gg, aa)
 
 
-def _momentum_foreach(params, grads, bufs, lerp_weight, decay, neg_step) -> None:
+def _squared_norm_foreach(tensors: list[torch.Tensor]) -> torch.Tensor:
+    norms = torch.stack(torch._foreach_norm(tensors)).double()
+    return torch.dot(norms, norms)
+
+
+def _average_foreach(grads: list[torch.Tensor], avgs: list[torch.Tensor], avg_weight: torch.Tensor) -> torch.Tensor:
+    """A <- lerp(A, g, avg_weight) (g already read as 0 on a skip); returns ||A||^2 (float64)."""
+    torch._foreach_lerp_(avgs, grads, [avg_weight] * len(grads))
+    return _squared_norm_foreach(avgs)
+
+
+def _momentum_foreach(params, grads, bufs, *, lerp_weight, decay, neg_step) -> None:
+    """``yf_update_tensor``'s momentum step on one bucket."""
     n = len(params)
     torch._foreach_lerp_(bufs, grads, [lerp_weight] * n)
     if decay is not None:
@@ -187,79 +185,7 @@ def _momentum_foreach(params, grads, bufs, lerp_weight, decay, neg_step) -> None
     torch._foreach_addcmul_(params, bufs, [neg_step] * n)
 
 
-# The fused CPU path (optim/_fused.py) reads each tensor twice per step. One compiled pass over g and the scaled
-# gbar A sums g.g, A.A and A.g: g.g gives ||g|| for the clip, and once the clip has fixed the lerp weight w,
-#     ||lerp(A, g, w)||^2 = (1 - w)^2 A.A + 2 w (1 - w) A.g + w^2 g.g
-# gives the new gbar's norm without touching memory again (each term is a sum of float32 products, the same
-# rounding as the norm of the updated gbar; the expansion is formed in float64). A second pass updates gbar and
-# takes the momentum step together (reads p, g, A, B; writes A, B, p).
-
-
-@_fused.FusedKernel
-def _gradient_sums_fused(grads: list, avgs: list) -> torch.Tensor:
-    """(g.g, A.A, A.g) summed over the tensors."""
-    return torch.stack([torch.stack([(g * g).sum(), (a * a).sum(), (a * g).sum()])
-                        for g, a in zip(grads, avgs)]).sum(0)
-
-
-def _new_avg_sq(sums: torch.Tensor, ok: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """||lerp(A, g, w)||^2 from ``_gradient_sums_fused`` (float64); a skipped step (w = 0) keeps A.A."""
-    gg, aa, ag = sums.to(torch.float64).unbind()
-    w = w.to(torch.float64)
-    return torch.where(ok, (1.0 - w) ** 2 * aa + 2.0 * w * (1.0 - w) * ag + w * w * gg, aa)
-
-
-@_fused.FusedKernel
-def _avg_and_momentum_fused(params: list, grads: list, avgs: list, bufs: list, ok: torch.Tensor,
-                            avg_weight: torch.Tensor, lerp_weight: torch.Tensor, decay: torch.Tensor | None,
-                            neg_step: torch.Tensor) -> None:
-    """The gbar lerp of ``_grad_avg_single`` and ``_momentum_kernel`` in one compiled pass per tensor (a skipped
-    step's gradient is read as 0; the eager paths zero it in place)."""
-    for p, g, a, b in zip(params, grads, avgs, bufs):
-        g_ok = torch.where(ok, g, 0.0)
-        a.copy_(torch.lerp(a, g_ok, avg_weight))
-        new = torch.lerp(b, g_ok, lerp_weight)
-        if decay is not None:
-            new = new + p * decay
-        b.copy_(new)
-        p.copy_(p + new * neg_step)
-
-
-def _norms(grads: Sequence[torch.Tensor], foreach: bool) -> list[torch.Tensor]:
-    """||g|| per tensor, accumulated in at least float32."""
-    if foreach and grads[0].dtype not in _LOW_PRECISION:
-        return list(torch._foreach_norm(grads))
-    return [torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32)) for g in grads]
-
-
-_SAME_SIZE_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def _zero_on_skip(grads: Sequence[torch.Tensor], ok: torch.Tensor) -> None:
-    """Zero the gradients in place when ``ok`` is False, leave them bit-for-bit alone when it is True.
-
-    A skipped step multiplies the gradient by 0, but NaN * 0 is NaN, so its non-finite entries must go before
-    any state sees them. An AND of the gradient's bits with a device-side mask (all ones, or all zeros on a
-    skip) does that without a host sync and costs one plain pass (cheaper than nan_to_num_)."""
-    mask = _skip_mask(grads[0], ok)
-    for g in grads:
-        g.view(mask.dtype).bitwise_and_(mask)
-
-
-def _skip_mask(grad: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
-    """All bits set (-1) when ok, all clear on a skip, as an integer of the gradient's element size."""
-    return -ok.to(device=grad.device, dtype=_SAME_SIZE_INT[grad.element_size()])
-
-
-def _state_dtype(param: torch.Tensor) -> torch.dtype:
-    """Optimizer state of 16-bit parameters is float32: a 16-bit EMA cannot represent a decay of 0.999."""
-    return torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
-
-
-# ----------------------------------------------------------------------------------------------------------
-
-
-class YFOptimizer(torch.optim.Optimizer):
+class YFOptimizer(PaperOptimizer):
     """YellowFin: momentum SGD with lr and momentum tuned every step (REFERENCE.md section 5).
 
     Args (the reference PyTorch constructor, plus the options below):
@@ -278,11 +204,11 @@ class YFOptimizer(torch.optim.Optimizer):
         log_stats: ``extras()`` also reports h_min, h_max, C, D and the count of skipped steps.
         foreach, fused: the code path of the per-parameter passes: multi-tensor (foreach=True), per-tensor
             (foreach=False), or compiled CPU kernels (fused=True, optim/_fused.py). None, None picks the
-            multi-tensor path off the CPU, and on it the fused kernels for models of >= 1M parameters, else the
-            per-tensor one. The fused kernels take full-precision gradients and no simulated asynchrony
-            (``attach_gradient_delay``); otherwise the per-tensor path runs. They read a skipped step's gradient
-            as 0 without zeroing it in place (the eager paths zero it), which saves a pass.
+            multi-tensor path off the CPU, and on it the fused kernels where compiling pays off, else the
+            per-tensor one. Every path reads a skipped step's gradient as 0 and leaves ``.grad`` as it was.
     """
+
+    has_fused = sliceable = True
 
     def __init__(
         self,
@@ -314,20 +240,18 @@ class YFOptimizer(torch.optim.Optimizer):
             raise ValueError(f"curv_win_width must be an integer >= 1, got {curv_win_width!r}")
         check_positive("lr_factor", lr_factor, allow_zero=True)
         check_positive("feedback_gain", feedback_gain, allow_zero=True)
-        check_paths(foreach, fused)
         defaults = dict(lr=lr, momentum=mu, weight_decay=weight_decay, lr_factor=lr_factor)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, foreach=foreach, fused=fused)
         self._cfg = dict(lr=float(lr), mu=float(mu), clip_thresh=clip_thresh, beta=float(beta),
                          curv_win_width=curv_win_width, zero_debias=bool(zero_debias),
                          h_min_log_smooth=bool(h_min_log_smooth), h_max_log_smooth=bool(h_max_log_smooth),
                          adapt_clip=bool(adapt_clip), closed_loop=bool(closed_loop),
                          feedback_gain=float(feedback_gain))
         self.log_stats = bool(log_stats)
-        self.foreach, self.fused = foreach, fused
         self.tuner: dict[str, torch.Tensor] = {}
         self._gradient_delay = None
 
-    # ---------------------------------------------------------------- protocol used by the trainer
+    # ---------------------------------------------------------------- trainer protocol
     def set_lr_factor(self, factor: float) -> None:
         """Schedules scale the tuned lr: lr_factor = (the group's constructor lr_factor) * factor."""
         for group in self.param_groups:
@@ -378,6 +302,9 @@ class YFOptimizer(torch.optim.Optimizer):
         self.tuner["mu_alg"] = self.tuner["mu_hat"] = self.tuner["mu"]
         self.tuner["mu_correction"] = zero
 
+    def init_state(self, param: torch.Tensor, group: dict) -> dict:
+        return {"scaled_grad_avg": zeros_state(param), "scaled_velocity": zeros_state(param)}
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["tuner"] = dict(self.tuner)
@@ -387,119 +314,100 @@ class YFOptimizer(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         tuner = state_dict.pop("tuner", {})
         super().load_state_dict(state_dict)
-        params = [p for g in self.param_groups for p in g["params"]]
-        # torch casts state to the parameter's dtype; 16-bit parameters keep float32 state (no rounding)
-        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        for saved_id, param in zip(saved_ids, params):
-            saved = state_dict["state"].get(saved_id)
-            if saved is not None and _state_dtype(param) != param.dtype:
-                self.state[param] = {k: v.to(device=param.device, dtype=_state_dtype(param))
-                                     for k, v in saved.items()}
-        self.tuner = {k: v.to(params[0].device) for k, v in tuner.items()}
+        device = self.param_groups[0]["params"][0].device
+        self.tuner = {k: v.to(device) for k, v in tuner.items()}
 
     # ---------------------------------------------------------------- step
-
-    def _prepare(self, params: list[torch.Tensor]) -> None:
+    def update(self, buckets: list[Bucket]) -> None:
+        """Steps 1-8 over all buckets: one global gradient norm and one tuner for every group."""
         if not self.tuner:
-            stats_dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
-            self._init_tuner(params[0].device, stats_dtype)
-        for p in params:
-            state = self.state[p]
-            if not state:
-                zeros = torch.zeros_like(p, dtype=_state_dtype(p), memory_format=torch.preserve_format)
-                state["scaled_grad_avg"], state["scaled_velocity"] = zeros, torch.zeros_like(zeros)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = evaluate_closure(closure)
-        groups = [(group, list(params_with_grad(group, "YFOptimizer"))) for group in self.param_groups]
-        idle = [p for group in self.param_groups for p in group["params"] if p.grad is None and self.state.get(p)]
-        groups = [(group, params) for group, params in groups if params]
-        if not groups:
-            return loss
-        params = [p for _, group_params in groups for p in group_params]
-        path = choose_path({"foreach": self.foreach, "fused": self.fused}, params, has_fused=True)
-        if path == "fused" and (self._gradient_delay is not None
-                                or any(p.grad.dtype in _LOW_PRECISION for p in params)):
-            path = "single"
-        foreach, fused = path == "foreach", path == "fused"
-        self._prepare(params)
-        t, cfg = self.tuner, self._cfg
-        device, dtype = t["g2_avg"].device, t["g2_avg"].dtype
-        buckets = list(group_by_device_and_dtype([params, [p.grad for p in params]]).values())
-
+            wide = any(b.work[0].dtype == torch.float64 for b in buckets)
+            self._init_tuner(buckets[0].work[0].device, torch.float64 if wide else torch.float32)
+        t, previous = self.tuner, dict(self.tuner)
         # 1. global gradient norm (a non-finite one: skip the step), clipping
-        if fused:
-            sums = [_gradient_sums_fused(grads, [self.state[p]["scaled_grad_avg"] for p in bucket])
-                    for bucket, grads in buckets]
-            raw_norm = torch.sqrt(sum(x[0].to(device=device, dtype=torch.float64) for x in sums)).to(dtype)
-        else:
-            raw_norm = torch.sqrt(_sum_of_squares(device, dtype, [_norms(grads, foreach) for _, grads in buckets]))
+        sums = [self._gradient_sums(b) for b in buckets]
+        raw_norm = torch.sqrt(sum(s[0].to(t["g2_avg"].device, torch.float64) for s in sums)).to(t["g2_avg"].dtype)
         ok = torch.isfinite(raw_norm)
-        # full-precision gradients are sanitised inside the gbar update below (one pass less); 16-bit ones first,
-        # since they are converted to float32 before it
-        fuse_skip = all(p.grad.dtype not in _LOW_PRECISION for p in params)
-        if not fuse_skip:
-            for _, grads in buckets:
-                _zero_on_skip(grads, ok)
-        clip, explode_clip, g2 = _clip_factors(torch.where(ok, raw_norm, 0.0), t["step"], t["h_max"], cfg)
-        if any(_state_dtype(p) != p.dtype for p in params):  # lerp needs the state's dtype: 16-bit -> float32
-            buckets = [(bucket, [g.to(_state_dtype(g)) for g in grads]) for bucket, grads in buckets]
-        applied = ok.to(dtype)  # 0 on a skip: multiplies everything a skipped step must not add (all finite)
+        clip, explode_clip, g2 = _clip_factors(torch.where(ok, raw_norm, 0.0), t["step"], t["h_max"], self._cfg)
+        applied = ok.to(raw_norm.dtype)  # 0 on a skip: multiplies everything a skipped step must not add
+        grads = [[torch.where(ok, g, 0.0) for g in b.grads] if b.path == "foreach" else b.grads for b in buckets]
+        avg_weight = self._retune(previous, buckets, grads, sums, ok, clip * applied, g2)
+        momentum = self._close_the_loop(previous, buckets, clip * explode_clip, ok) if self._cfg["closed_loop"] \
+            else t["mu"]
+        # 7-8. the momentum SGD step; the exploding-gradient clip (step 8) is folded into the gradient's weight
+        t["velocity_scale"], velocity_weight = rescaled_ema(
+            previous["velocity_scale"], torch.where(ok, momentum, 1.0), clip * explode_clip * applied)
+        steps = {id(b.group): self._group_step(b.group, g2, applied, ok, momentum) for b in buckets}
+        for b, g in zip(buckets, grads):
+            self._momentum_step(b, g, ok, avg_weight, velocity_weight, *steps[id(b.group)])
+        self._keep_idle_averages(previous)
 
-        # 4 (per parameter). gbar <- beta gbar + (1 - beta) g, then sum ||gbar||^2
-        beta = cfg["beta"]
-        previous = dict(t)
+    def _retune(self, previous: dict, buckets: list[Bucket], grads: list, sums: list, ok: torch.Tensor,
+                weight: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+        """Steps 2-6: gbar <- beta gbar + weight g (weight = (1 - beta) * clip, 0 on a skip), sum ||gbar||^2, then
+        the tuner's scalars (a skipped step keeps the old ones). Returns the gbar lerp weight."""
+        t, beta = self.tuner, self._cfg["beta"]
+        applied = ok.to(weight.dtype)
         t["grad_avg_scale"], avg_weight = rescaled_ema(
-            previous["grad_avg_scale"], 1.0 - (1.0 - beta) * applied, (1.0 - beta) * clip * applied)
-        if fused:  # the update itself happens with the momentum step below
-            scaled_sq = sum(_new_avg_sq(x, ok.to(x.device), _like(avg_weight, bucket[0])).to(device)
-                            for x, (bucket, _) in zip(sums, buckets)).to(dtype)
-        else:
-            update_avgs = _grad_avg_foreach if foreach else _grad_avg_single
-            scaled_sq = _sum_of_squares(device, dtype, [
-                update_avgs(grads, [self.state[p]["scaled_grad_avg"] for p in bucket], _like(avg_weight, bucket[0]),
-                            _skip_mask(grads[0], ok) if fuse_skip else None)
-                for bucket, grads in buckets])
-
-        # 2-6. the tuner's scalars; a skipped step keeps the old ones
-        for name, value in _tune(previous, g2, t["grad_avg_scale"] ** 2 * scaled_sq, cfg).items():
+            previous["grad_avg_scale"], 1.0 - (1.0 - beta) * applied, (1.0 - beta) * weight)
+        scaled_sq = sum(self._averaged_norm_sq(b, g, s, ok, avg_weight).to(weight.device)
+                        for b, g, s in zip(buckets, grads, sums)).to(weight.dtype)
+        for name, value in _tune(previous, g2, t["grad_avg_scale"] ** 2 * scaled_sq, self._cfg).items():
             t[name] = torch.where(ok, value, previous[name])
         t["step"] = previous["step"] + applied
         t["skipped"] = previous["skipped"] + (1.0 - applied)
-        momentum = t["mu"]
-        if cfg["closed_loop"]:
-            momentum = self._close_the_loop(previous, buckets, clip * explode_clip, ok)
+        return avg_weight
 
-        # 7-8. per group: lr * lr_factor with the catastrophic-move guard, then the momentum SGD step; the
-        # exploding-gradient clip (step 8) is folded into the gradient's weight
-        t["velocity_scale"], velocity_weight = rescaled_ema(
-            previous["velocity_scale"], torch.where(ok, momentum, 1.0), clip * explode_clip * applied)
-        step_momentum = _momentum_foreach if foreach else _momentum_single
-        work_grads = {p: g for bucket, grads in buckets for p, g in zip(bucket, grads)}
-        for group, group_params in groups:
-            lr = t["lr"] * group["lr_factor"]
-            if cfg["adapt_clip"]:
-                too_far = lr * torch.sqrt(g2) >= CATASTROPHIC_MOVE
-                lr = torch.where(too_far, CATASTROPHIC_MOVE / torch.sqrt(g2 + EPS), lr)
-            decay = group["weight_decay"] * applied / t["velocity_scale"] if group["weight_decay"] != 0 else None
-            neg_step = -lr * applied * t["velocity_scale"]
-            group_grads = [work_grads[p] for p in group_params]
-            for bucket, grads in group_by_device_and_dtype([group_params, group_grads]).values():
-                bufs = [self.state[p]["scaled_velocity"] for p in bucket]
-                scalars = (_like(velocity_weight, bucket[0]), None if decay is None else _like(decay, bucket[0]),
-                           _like(neg_step, bucket[0]))
-                if fused:
-                    _avg_and_momentum_fused(bucket, grads, [self.state[p]["scaled_grad_avg"] for p in bucket], bufs,
-                                            ok, _like(avg_weight, bucket[0]), *scalars)
-                else:
-                    step_momentum(bucket, grads, bufs, *scalars)
-            group["lr"] = _keep_on_skip(ok, lr, group["lr"])
-            group["momentum"] = _keep_on_skip(ok, momentum, group["momentum"])
-        for p in idle:  # parameters without a gradient keep their averages: undo the shared scales' change
-            self.state[p]["scaled_grad_avg"].mul_(_like(previous["grad_avg_scale"] / t["grad_avg_scale"], p))
-            self.state[p]["scaled_velocity"].mul_(_like(previous["velocity_scale"] / t["velocity_scale"], p))
-        return loss
+    def _gradient_sums(self, b: Bucket) -> torch.Tensor:
+        """Pass 1: (g.g, A.A, A.g) over the bucket (the multi-tensor form computes g.g alone)."""
+        if b.path == "foreach":
+            return _squared_norm_foreach(b.grads).reshape(1)
+        avgs = [s["scaled_grad_avg"] for s in b.states]
+        return self.run_kernel(yf_sums_tensor, b, [b.grads, avgs], {}, {}, {})
+
+    def _averaged_norm_sq(self, b: Bucket, grads: list, sums: torch.Tensor, ok: torch.Tensor,
+                          avg_weight: torch.Tensor) -> torch.Tensor:
+        """sum ||A'||^2 of the bucket after this step's gbar update (which the multi-tensor form makes now, the
+        per-tensor form in pass 2)."""
+        if b.path == "foreach":
+            return _average_foreach(grads, [s["scaled_grad_avg"] for s in b.states], _like(avg_weight, b))
+        return _new_avg_sq(sums, ok.to(sums.device), _like(avg_weight, b))
+
+    def _group_step(self, group: dict, g2: torch.Tensor, applied: torch.Tensor, ok: torch.Tensor,
+                    momentum: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Step 7 for one group: lr * lr_factor with the catastrophic-move guard; its (decay, -lr) in the units
+        of the scaled velocity. Records the group's lr and momentum."""
+        t = self.tuner
+        lr = t["lr"] * group["lr_factor"]
+        if self._cfg["adapt_clip"]:
+            too_far = lr * torch.sqrt(g2) >= CATASTROPHIC_MOVE
+            lr = torch.where(too_far, CATASTROPHIC_MOVE / torch.sqrt(g2 + EPS), lr)
+        decay = group["weight_decay"] * applied / t["velocity_scale"] if group["weight_decay"] != 0 else None
+        group["lr"] = _keep_on_skip(ok, lr, group["lr"])
+        group["momentum"] = _keep_on_skip(ok, momentum, group["momentum"])
+        return decay, -lr * applied * t["velocity_scale"]
+
+    def _momentum_step(self, b: Bucket, grads: list, ok: torch.Tensor, avg_weight: torch.Tensor,
+                       velocity_weight: torch.Tensor, decay: torch.Tensor | None, neg_step: torch.Tensor) -> None:
+        bufs = [s["scaled_velocity"] for s in b.states]
+        values = dict(lerp_weight=_like(velocity_weight, b), decay=None if decay is None else _like(decay, b),
+                      neg_step=_like(neg_step, b))
+        if b.path == "foreach":
+            _momentum_foreach(b.work, grads, bufs, **values)
+            return
+        avgs = [s["scaled_grad_avg"] for s in b.states]
+        values.update(ok=ok.to(b.work[0].device), avg_weight=_like(avg_weight, b))
+        self.run_kernel(yf_update_tensor, b, [b.work, grads, avgs, bufs], {}, values, {})
+
+    def _keep_idle_averages(self, previous: dict) -> None:
+        """Parameters without a gradient keep their averages: undo the shared scales' change."""
+        t = self.tuner
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if p.grad is None and state:
+                    state["scaled_grad_avg"].mul_((previous["grad_avg_scale"] / t["grad_avg_scale"]).to(p.device))
+                    state["scaled_velocity"].mul_((previous["velocity_scale"] / t["velocity_scale"]).to(p.device))
 
     def _close_the_loop(self, previous: dict, buckets: list, grad_scale: torch.Tensor, ok: torch.Tensor):
         """Closed loop: returns the momentum to apply, mu_alg = mu + correction (in [0, 1)), and measures mu_hat.
@@ -522,11 +430,11 @@ class YFOptimizer(torch.optim.Optimizer):
         shift = torch.zeros_like(momentum)
         if self._gradient_delay is not None:
             ratios = []
-            for bucket, grads in buckets:
-                for p, g in zip(bucket, grads):
+            for b in buckets:
+                for p, g, state in zip(b.params, b.grads, b.states):
                     fresh = self._gradient_delay.fresh_grad(p)
-                    if fresh is not None and fresh is not g:
-                        v = self.state[p]["scaled_velocity"]  # v / velocity_scale
+                    if fresh is not None and fresh is not p.grad:
+                        v = state["scaled_velocity"]  # v / velocity_scale
                         ratios.append(((g.float() - fresh.float()) / v.float()).flatten().to(momentum.device))
             if ratios:  # 0 / 0 (a coordinate that never moved) is NaN, which nanmedian ignores
                 median = torch.nanmedian(torch.cat(ratios)).to(momentum.dtype) / previous["velocity_scale"]
@@ -540,20 +448,13 @@ class YFOptimizer(torch.optim.Optimizer):
         return momentum
 
 
-def _like(scalar: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-    """A tuner scalar on the parameter's device in its state's dtype (lerp wants its weight in that dtype)."""
-    return scalar.to(device=param.device, dtype=_state_dtype(param))
+def _like(scalar: torch.Tensor, b: Bucket) -> torch.Tensor:
+    """A tuner scalar on the bucket's device in its working dtype (lerp wants its weight in that dtype)."""
+    return scalar.to(device=b.work[0].device, dtype=b.work[0].dtype)
 
 
 def _keep_on_skip(ok: torch.Tensor, new: torch.Tensor, old: Any) -> torch.Tensor:
     return torch.where(ok, new, old) if torch.is_tensor(old) else new
-
-
-def _sum_of_squares(device: torch.device, dtype: torch.dtype, norms: list[list[torch.Tensor]]) -> torch.Tensor:
-    """sum ||x||^2 from per-tensor norms of every (device, dtype) bucket, in the tuner's device and dtype."""
-    per_bucket = [torch.stack(bucket).to(device=device, dtype=dtype) for bucket in norms]
-    stacked = per_bucket[0] if len(per_bucket) == 1 else torch.cat(per_bucket)
-    return torch.dot(stacked, stacked)
 
 
 def _clip_factors(norm: torch.Tensor, k: torch.Tensor, h_max_prev: torch.Tensor, cfg: dict):

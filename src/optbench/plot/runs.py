@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import yaml
 
+from optbench import rundir
+
 BANDS = ("minmax", "std", "none")
 
 
@@ -108,14 +110,14 @@ class Run:
     def metrics(self) -> dict[str, np.ndarray]:
         """metrics.csv as columns (one value per epoch, epoch 0 first)."""
         if self._metrics is None:
-            self._metrics = _read_columns(self.path / "metrics.csv")
+            self._metrics = _read_columns(self.path / rundir.METRICS)
         return self._metrics
 
     @property
     def steps(self) -> dict[str, np.ndarray]:
         """steps.csv as columns (one value per logged iteration)."""
         if self._steps is None:
-            self._steps = _read_columns(self.path / "steps.csv")
+            self._steps = _read_columns(self.path / rundir.STEPS)
         return self._steps
 
     @property
@@ -123,7 +125,7 @@ class Run:
         """The resolved config.yaml the trainer saved ({} if absent or unreadable)."""
         if self._config is None:
             try:
-                self._config = yaml.safe_load((self.path / "config.yaml").read_text()) or {}
+                self._config = yaml.safe_load((self.path / rundir.CONFIG).read_text()) or {}
             except (FileNotFoundError, yaml.YAMLError):
                 self._config = {}
         return self._config
@@ -141,7 +143,7 @@ def load_runs(results_dir: str | Path, task: str | None = None, optims: Iterable
     """Every run directory under results_dir (those with a metrics.csv), optionally filtered."""
     runs = []
     wanted = set(optims) if optims else None
-    for metrics in sorted(Path(results_dir).glob("*/*/*/seed*/metrics.csv")):
+    for metrics in sorted(Path(results_dir).glob(f"{rundir.RUN_GLOB}/{rundir.METRICS}")):
         path = metrics.parent
         variant_dir = path.parent
         optim_dir = variant_dir.parent
@@ -151,7 +153,7 @@ def load_runs(results_dir: str | Path, task: str | None = None, optims: Iterable
         if not path.name[4:].isdigit():
             continue
         try:
-            summary = json.loads((path / "summary.json").read_text())
+            summary = json.loads((path / rundir.SUMMARY).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             summary = {}
         runs.append(Run(path, task_dir.name, optim_dir.name, variant_dir.name, int(path.name[4:]), summary))

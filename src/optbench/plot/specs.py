@@ -16,9 +16,10 @@ from typing import Any, Mapping
 import yaml
 
 from optbench.plot.runs import BANDS
+from optbench.run_config import config_dir
 from optbench.plot.smoothing import smoother
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+CONFIGS = config_dir()
 
 STYLE_KEYS = {"families", "labels", "linestyles", "band"}
 CURVE_KEYS = {"optim", "where", "label", "color", "linestyle"}

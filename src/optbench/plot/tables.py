@@ -132,40 +132,45 @@ def build_tables(spec: TableFile, runs: Sequence[Run]) -> Tables:
         groups = groups_of(task, spec.optims, {**spec.where, **(settings.get("where") or {})})
         if groups:
             tables.append(task_table(task, settings, groups, spec.columns, style))
-    # the profile compares the same optimizer settings across tasks: labels made over all tables' groups
+    profile = _profile(spec, tables, style) if spec.profile is not None and tables else None
+    if spec.speedup is None:
+        return Tables(spec.name, tables, profile, None, [])
+    speedups = _speedups(spec, list(by_task), groups_of, style)
+    return Tables(spec.name, tables, profile, style.label(spec.speedup["baseline"]), speedups)
+
+
+def _profile(spec: TableFile, tables: list, style: Style) -> Profile:
+    """The performance profile over the tasks' tables; it compares the same optimizer settings across tasks, so
+    the labels are made over all tables' groups."""
     everywhere = [r.group for t in tables for r in t.rows]
     global_labels = dict(zip(map(id, everywhere), style.group_labels(everywhere)))
+    time = spec.profile.get("time", "seconds")
+    key = "target_seconds" if time == "seconds" else "target_steps"
+    times = {t.task: {global_labels[id(r.group)]: measures.profile_time(r.cells[key])
+                      for r in t.rows if key in r.cells} for t in tables if t.target is not None}
+    labels = list(dict.fromkeys(global_labels[id(r.group)] for t in tables for r in t.rows))
+    taus = [float(t) for t in spec.profile.get("taus", DEFAULT_TAUS)]
+    return Profile(time, taus, list(times), measures.performance_profile(times, labels, taus), times)
 
-    profile = None
-    if spec.profile is not None and tables:
-        time = spec.profile.get("time", "seconds")
-        key = "target_seconds" if time == "seconds" else "target_steps"
-        times = {t.task: {global_labels[id(r.group)]: measures.profile_time(r.cells[key])
-                          for r in t.rows if key in r.cells} for t in tables if t.target is not None}
-        labels = list(dict.fromkeys(global_labels[id(r.group)] for t in tables for r in t.rows))
-        taus = [float(t) for t in spec.profile.get("taus", DEFAULT_TAUS)]
-        profile = Profile(time, taus, list(times), measures.performance_profile(times, labels, taus), times)
 
-    speedups, baseline = [], None
-    if spec.speedup is not None:
-        sp = spec.speedup
-        baseline = style.label(sp["baseline"])
-        column, transform = sp.get("column", "loss"), smoother(sp.get("smooth"))
-        settings = sp.get("settings") or {"": {}}
-        for task in sp.get("tasks") or list(by_task):
-            for setting, where in settings.items():
-                where = {**spec.where, **(where or {})}
-                base = groups_of(task, [sp["baseline"]], where)
-                if not base:
-                    continue
-                base_curve = measures.mean_curve(base[0], column, transform)
-                row = SpeedupRow(task, setting, {})
-                others = groups_of(task, sp["optims"], where)
-                for group, label in zip(others, style.group_labels(others)):
-                    row.speedups[label] = measures.speedup(base_curve,
-                                                           measures.mean_curve(group, column, transform))
-                speedups.append(row)
-    return Tables(spec.name, tables, profile, baseline, speedups)
+def _speedups(spec: TableFile, tasks: list[str], groups_of, style: Style) -> list[SpeedupRow]:
+    """YellowFin's speedup table: iterations the baseline needs to its best smoothed loss / the optimizer's."""
+    sp = spec.speedup
+    column, transform = sp.get("column", "loss"), smoother(sp.get("smooth"))
+    rows = []
+    for task in sp.get("tasks") or tasks:
+        for setting, where in (sp.get("settings") or {"": {}}).items():
+            where = {**spec.where, **(where or {})}
+            base = groups_of(task, [sp["baseline"]], where)
+            if not base:
+                continue
+            base_curve = measures.mean_curve(base[0], column, transform)
+            row = SpeedupRow(task, setting, {})
+            others = groups_of(task, sp["optims"], where)
+            for group, label in zip(others, style.group_labels(others)):
+                row.speedups[label] = measures.speedup(base_curve, measures.mean_curve(group, column, transform))
+            rows.append(row)
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------ formatting

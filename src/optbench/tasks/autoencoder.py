@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from optbench.data.batches import num_batches, sequential_batches, shuffled_batches, split_train_val
 from optbench.models import build_model
-from optbench.tasks.base import Task
+from optbench.tasks.base import Task, dataset_name
 
 # task.dataset -> folder of the IDX files under data_dir
 DATASETS = {"mnist": "MNIST", "fmnist": "FashionMNIST"}
@@ -27,11 +27,9 @@ class Autoencoding(Task):
         from optbench.data.idx import load_idx_dataset
 
         self.name = cfg["name"]
-        if cfg["dataset"] not in DATASETS:
-            raise ValueError(f"task.dataset={cfg['dataset']!r} is not known; valid: {', '.join(sorted(DATASETS))}")
-        data = load_idx_dataset(DATASETS[cfg["dataset"]], data_dir, bool(cfg.get("download", False)))
+        data = load_idx_dataset(DATASETS[dataset_name(cfg, DATASETS)], data_dir, bool(cfg.get("download", False)))
         x_train = data["train"][0]
-        fit, val = split_train_val(len(x_train), float(cfg.get("val_fraction", 0.1)))
+        fit, val = split_train_val(len(x_train), float(cfg["val_fraction"]))
         limit = cfg.get("train_limit")  # optional: first N training examples (quick runs)
         if limit:
             fit = slice(0, min(int(limit), fit.stop))
@@ -67,7 +65,7 @@ class Autoencoding(Task):
 
     def loss(self, batch: tuple[torch.Tensor]):
         (x,) = batch
-        bce, sse = self.losses(self.model(x), x)
+        bce, sse = self.losses(self.net(x), x)
         return bce.mean() / x.size(1), {"sse": sse.detach().mean()}
 
     @torch.inference_mode()
@@ -79,7 +77,7 @@ class Autoencoding(Task):
         sse_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         for sl in sequential_batches(len(x), self.eval_batch_size):
             batch = self.inputs(x[sl])
-            bce, sse = self.losses(self.model(batch), batch)
+            bce, sse = self.losses(self.net(batch), batch)
             bce_sum += bce.sum()
             sse_sum += sse.sum()
         return {"loss": bce_sum.item() / x.numel(), "sse": sse_sum.item() / len(x)}

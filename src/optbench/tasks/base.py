@@ -6,10 +6,19 @@ short loop that knows nothing about images, text or synthetic objectives.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+
+
+def dataset_name(cfg: Any, datasets: Any) -> str:
+    """``task.dataset``, checked against the datasets a task kind knows."""
+    name = cfg["dataset"]
+    if name not in datasets:
+        raise ValueError(f"task.dataset={name!r} is not known for task.kind={cfg.get('kind')!r}; valid: "
+                         f"{', '.join(sorted(datasets))}")
+    return name
 
 
 class Task:
@@ -17,13 +26,30 @@ class Task:
 
     ``metric_names``: what ``evaluate`` returns besides ``loss`` (e.g. ``("acc",)``); the trainer logs
     ``{split}_{metric}`` columns for split in train/val/test.
+
+    ``model`` is the plain module whose state is saved; forward passes go through ``net``, which is ``model``
+    unless the trainer asked for a wrapper (torch.compile, DistributedDataParallel) through ``wrap_model``.
     """
 
     name: str
     model: nn.Module
     metric_names: tuple[str, ...] = ()
-    #: larger is better for the metric that picks best.pth ("loss" -> smaller is better)
+    #: the validation metric that picks best.pth; the trainer keeps the epoch where it is smallest
     best_metric: str = "loss"
+    _wrapped: nn.Module | None = None
+
+    @property
+    def net(self) -> nn.Module:
+        """The module forward passes run through."""
+        return self.model if self._wrapped is None else self._wrapped
+
+    def wrap_model(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Run forward passes through ``wrap(net)`` from now on; ``model`` stays the plain module."""
+        self._wrapped = wrap(self.net)
+
+    def to_channels_last(self) -> None:
+        """trainer.channels_last: NHWC weights (image tasks also feed NHWC inputs)."""
+        self.model.to(memory_format=torch.channels_last)
 
     def steps_per_epoch(self) -> int:
         raise NotImplementedError

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from optbench.data.batches import num_batches, sequential_batches, shuffled_batches, split_train_val
 from optbench.models import build_model, model_factory
-from optbench.tasks.base import Task
+from optbench.tasks.base import Task, dataset_name
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,11 @@ class ImageClassification(Task):
 
     def __init__(self, cfg: Mapping, data_dir: str, device: torch.device):
         self.name = cfg["name"]
-        if cfg["dataset"] not in DATASETS:
-            raise ValueError(f"task.dataset={cfg['dataset']!r} is not known; valid: {', '.join(sorted(DATASETS))}")
-        spec = DATASETS[cfg["dataset"]]
+        spec = DATASETS[dataset_name(cfg, DATASETS)]
         data = spec.load(data_dir, bool(cfg.get("download", False)))
         self.device = device
         x_train, y_train = data["train"]
-        fit, val = split_train_val(len(y_train), float(cfg.get("val_fraction", 0.1)))
+        fit, val = split_train_val(len(y_train), float(cfg["val_fraction"]))
         limit = cfg.get("train_limit")  # optional: first N training examples (quick runs)
         if limit:
             fit = slice(0, min(int(limit), fit.stop))
@@ -126,6 +124,10 @@ class ImageClassification(Task):
         self.model = build_model(cfg["model"], **kwargs).to(device)
         self.memory_format = torch.contiguous_format
 
+    def to_channels_last(self) -> None:
+        super().to_channels_last()
+        self.memory_format = torch.channels_last
+
     def inputs(self, x_uint8: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """uint8 -> normalised float ((x/255 - mean) / std in one fused multiply-add), augmented in training."""
         if generator is not None and self.augment is not None:
@@ -143,7 +145,7 @@ class ImageClassification(Task):
 
     def loss(self, batch):
         x, y = batch
-        logits = self.model(x)
+        logits = self.net(x)
         loss = F.cross_entropy(logits, y)
         return loss, {"acc": (logits.argmax(1) == y).float().mean()}
 
@@ -155,7 +157,7 @@ class ImageClassification(Task):
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         for sl in sequential_batches(len(y), self.eval_batch_size):
-            logits = self.model(self.inputs(x[sl])).float()
+            logits = self.net(self.inputs(x[sl])).float()
             loss_sum += F.cross_entropy(logits, y[sl], reduction="sum")
             correct += (logits.argmax(1) == y[sl]).sum()
         n = len(y)

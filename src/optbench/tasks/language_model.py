@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from optbench.data.text import batchify, bptt_windows, load_corpus, num_windows
 from optbench.models import build_model
 from optbench.models.lstm import detach_state
-from optbench.tasks.base import Task
+from optbench.tasks.base import Task, dataset_name
 
 DATASETS = ("ptb", "wikitext2", "tinyshakespeare")
 
@@ -35,10 +35,8 @@ class LanguageModeling(Task):
 
     def __init__(self, cfg: Mapping, data_dir: str, device: torch.device):
         self.name = cfg["name"]
-        if cfg["dataset"] not in DATASETS:
-            raise ValueError(f"task.dataset={cfg['dataset']!r} is not a text corpus; valid: {', '.join(DATASETS)}")
         self.device = device
-        corpus = load_corpus(cfg["dataset"], data_dir)
+        corpus = load_corpus(dataset_name(cfg, DATASETS), data_dir)
         self.vocab_size = len(corpus.vocab)
         self.batch_size = int(cfg["batch_size"])
         self.eval_batch_size = int(cfg.get("eval_batch_size") or 10)
@@ -72,7 +70,7 @@ class LanguageModeling(Task):
 
     def loss(self, batch):
         inputs, targets = batch
-        out = self.model(inputs, self.state)
+        out = self.net(inputs, self.state)
         self.state = detach_state(out.state)  # the next window starts here, without a path back
         ce = F.cross_entropy(out.logits.reshape(-1, out.logits.size(-1)).float(), targets.reshape(-1))
         self._ce_sum += ce.detach() * targets.numel()
@@ -97,7 +95,7 @@ class LanguageModeling(Task):
         ce_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         state = None
         for inputs, targets in bptt_windows(data, self.bptt):
-            out = self.model(inputs, state)
+            out = self.net(inputs, state)
             state = out.state
             ce_sum += F.cross_entropy(out.logits.reshape(-1, out.logits.size(-1)).float(), targets.reshape(-1),
                                       reduction="sum")

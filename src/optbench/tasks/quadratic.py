@@ -58,14 +58,8 @@ class NoisyQuadratic(Task):
 
 
 def build(cfg: Mapping, data_dir: str, device: torch.device) -> NoisyQuadratic:
-    return NoisyQuadratic(
-        name=str(cfg.get("name", "noisy_quadratic")),
-        dim=int(cfg.get("dim", 100)),
-        h_min=float(cfg.get("h_min", 1.0)),
-        h_max=float(cfg.get("h_max", 1000.0)),
-        noise=float(cfg.get("noise", 0.0)),
-        steps_per_epoch=int(cfg["steps_per_epoch"]),
-        batch_size=int(cfg.get("batch_size", 1)),
-        init_scale=float(cfg.get("init_scale", 1.0)),
-        device=device,
-    )
+    """From a task config; its defaults live in configs/task/noisy_quadratic.yaml only."""
+    return NoisyQuadratic(name=str(cfg["name"]), dim=int(cfg["dim"]), h_min=float(cfg["h_min"]),
+                          h_max=float(cfg["h_max"]), noise=float(cfg["noise"]),
+                          steps_per_epoch=int(cfg["steps_per_epoch"]), batch_size=int(cfg["batch_size"]),
+                          init_scale=float(cfg["init_scale"]), device=device)

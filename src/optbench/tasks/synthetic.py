@@ -161,20 +161,18 @@ def _common(cfg: Mapping) -> dict:
 
 
 def build(cfg: Mapping, data_dir: str, device: torch.device) -> Task:
+    """From a task config; the problems' constants live in their configs/task/*.yaml only."""
     kind = cfg["kind"]
     if kind in ("reddi", "reddi_stochastic"):
         stochastic = kind == "reddi_stochastic"
-        return ReddiLinear(rare=float(cfg.get("rare", 1010.0)), common=float(cfg.get("common", -10.0)),
-                           period=None if stochastic else int(cfg.get("period", 101)),
-                           rare_prob=float(cfg.get("rare_prob", 0.01)) if stochastic else None,
-                           start=float(cfg.get("x0", 0.0)), device=device, **_common(cfg))
+        return ReddiLinear(rare=float(cfg["rare"]), common=float(cfg["common"]),
+                           period=None if stochastic else int(cfg["period"]),
+                           rare_prob=float(cfg["rare_prob"]) if stochastic else None,
+                           start=float(cfg["x0"]), device=device, **_common(cfg))
     if kind == "alt_quadratic":
-        return AlternatingQuadratic(start=[float(v) for v in cfg.get("x0", (1.0, 1.0))], device=device,
-                                    **_common(cfg))
+        return AlternatingQuadratic(start=[float(v) for v in cfg["x0"]], device=device, **_common(cfg))
     if kind == "adamp_toy":
-        angle = math.radians(179.0)
-        return ScaleInvariantToy(w_star=[float(v) for v in cfg.get("w_star", (1.0, 0.0))],
-                                 start=[float(v) for v in cfg.get("w0", (math.cos(angle), math.sin(angle)))],
+        return ScaleInvariantToy(w_star=[float(v) for v in cfg["w_star"]], start=[float(v) for v in cfg["w0"]],
                                  device=device, **_common(cfg))
     raise ValueError(f"task.kind={kind!r} is not a synthetic task (reddi, reddi_stochastic, alt_quadratic, "
                      "adamp_toy)")

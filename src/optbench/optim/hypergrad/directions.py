@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from optbench.optim._common import adam_moments_foreach_, check_betas, check_positive, check_unit_interval
-from optbench.optim.hypergrad._tensors import add_scaled_
+from optbench.optim._base import adam_moments_foreach_, add_scaled_
+from optbench.optim._checks import check_betas, check_positive, check_unit_interval
 
 Tensor = torch.Tensor
 
@@ -80,7 +80,7 @@ class _Momentum(Direction):
 
     def check(self, group):
         check_unit_interval("momentum", group["momentum"])
-        check_unit_interval("dampening", group["dampening"])
+        check_unit_interval("dampening", group["dampening"], closed=True)
 
     @staticmethod
     def _buffer_single(group, g, state, owned) -> Tensor:

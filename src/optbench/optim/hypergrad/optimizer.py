@@ -19,40 +19,20 @@ for its update (device-to-device copies, no host sync).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from optbench.optim._common import (
-    evaluate_closure,
-    check_betas,
-    check_positive,
-    check_unit_interval,
-    group_by_device_and_dtype,
-    params_with_grad,
-)
-from optbench.optim.hypergrad._tensors import LOW_PRECISION, alpha_dtype, dot
+from optbench.optim._base import Bucket, PaperOptimizer
+from optbench.optim._checks import check_betas, check_positive, check_unit_interval
+from optbench.optim.hypergrad._tensors import alpha_dtype, dot
 from optbench.optim.hypergrad.directions import MODEL_OPTIMIZERS, Direction
 from optbench.optim.hypergrad.lr_optimizers import LR_OPTIMIZERS, build_lr_optimizer
 
 Tensor = torch.Tensor
 
 
-@dataclass
-class _Bucket:
-    """Parameters updated together: one (device, dtype) slice of a group (multi-tensor path) or one tensor."""
-
-    group: dict
-    params: list[Tensor]
-    work: list[Tensor]  # the parameters, or float32 copies of 16-bit ones
-    grads: list[Tensor]  # g_t in the working dtype, weight decay added
-    states: list[dict]
-    owned: bool  # grads are this step's temporaries
-    multi: bool
-
-
-class Hypergrad(torch.optim.Optimizer):
+class Hypergrad(PaperOptimizer):
     """Hypergradient descent with a choice of model optimizer and learning-rate optimizer.
 
     model_opt: 'sgd' (d = g), 'sgdn' (Nesterov, PyTorch convention; momentum, dampening), 'adam' (betas, eps;
@@ -72,52 +52,25 @@ class Hypergrad(torch.optim.Optimizer):
     The per-group keys are lr (shared, do not set per group), weight_decay and the model optimizer's own.
     """
 
-    def __init__(
-        self,
-        params,
-        lr: float,
-        hypergrad_lr: float,
-        model_opt: str = "sgd",
-        lr_opt: str = "sgd",
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        lr_momentum: float = 0.9,
-        lr_betas: tuple[float, float] = (0.9, 0.999),
-        lr_eps: float = 1e-8,
-        lr_min: float | None = None,
-        dampening: float = 0.0,
-        per_tensor: bool = False,
-        foreach: bool | None = None,
-    ):
+    def __init__(self, params, lr: float, hypergrad_lr: float, model_opt: str = "sgd", lr_opt: str = "sgd",
+                 momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, lr_momentum: float = 0.9, lr_betas: tuple[float, float] = (0.9, 0.999),
+                 lr_eps: float = 1e-8, lr_min: float | None = None, dampening: float = 0.0, per_tensor: bool = False,
+                 foreach: bool | None = None):
         lr = float(lr)
-        check_positive("lr", lr, allow_zero=True)
-        check_positive("hypergrad_lr", hypergrad_lr, allow_zero=True)
-        if model_opt not in MODEL_OPTIMIZERS:
-            raise ValueError(f"model_opt must be one of {', '.join(map(repr, MODEL_OPTIMIZERS))}, got {model_opt!r}")
-        if lr_opt not in LR_OPTIMIZERS:
-            raise ValueError(f"lr_opt must be one of {', '.join(map(repr, LR_OPTIMIZERS))}, got {lr_opt!r}")
-        check_unit_interval("lr_momentum", lr_momentum)
-        check_betas("lr_betas", lr_betas, length=2)
-        check_positive("lr_eps", lr_eps)
-        if lr_min is not None:
-            lr_min = float(lr_min)
-            if not math.isfinite(lr_min) or lr < lr_min:
-                raise ValueError(f"lr_min must be a finite number <= lr (= {lr!r}) or None, got {lr_min!r}")
-        if per_tensor and (model_opt, lr_opt) != ("adam", "sgd"):
-            raise ValueError("per_tensor=True reproduces the reference Adam-HD only: it needs model_opt='adam' "
-                             f"and lr_opt='sgd', got model_opt={model_opt!r}, lr_opt={lr_opt!r}")
+        _check_arguments(lr, hypergrad_lr, model_opt, lr_opt, lr_momentum, lr_betas, lr_eps, lr_min, per_tensor)
+        if per_tensor and foreach:
+            raise ValueError("per_tensor=True runs the reference's per-tensor loop; it cannot take foreach=True")
         self.direction: Direction = MODEL_OPTIMIZERS[model_opt]()
         self.lr_optimizer = build_lr_optimizer(lr_opt, lr_momentum, tuple(lr_betas), lr_eps)
         self.model_opt, self.lr_opt = model_opt, lr_opt
-        self.hypergrad_lr, self.lr_min = float(hypergrad_lr), lr_min
-        self.per_tensor, self.foreach = bool(per_tensor), foreach
+        self.hypergrad_lr, self.lr_min = float(hypergrad_lr), None if lr_min is None else float(lr_min)
+        self.per_tensor = bool(per_tensor)
         own = {"momentum": momentum, "dampening": dampening, "betas": tuple(betas), "eps": eps}
         defaults = {"lr": lr, "weight_decay": weight_decay}
         defaults.update({key: own[key] for key in self.direction.hyperparameters})
         self._initial_lr = lr
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, foreach=False if per_tensor else foreach)
         alpha = self._alpha()
         self._set_alpha(alpha)
         self._h = torch.zeros_like(alpha)  # last hypergradient (h_1 = 0)
@@ -153,7 +106,7 @@ class Hypergrad(torch.optim.Optimizer):
     def _clamp(self, alpha: Tensor) -> Tensor:
         return alpha if self.lr_min is None else alpha.clamp(min=self.lr_min)
 
-    # ------------------------------------------------------------------ trainer protocol (see _common.py)
+    # ------------------------------------------------------------------ trainer protocol
     def set_lr_factor(self, factor: float) -> None:
         """Scale the learned alpha by factor / previous factor, so a step decay multiplies it instead of
         overwriting it with lr * factor."""
@@ -168,52 +121,25 @@ class Hypergrad(torch.optim.Optimizer):
         return {"hypergrad": self._h}
 
     # ------------------------------------------------------------------ step
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = evaluate_closure(closure)
-        buckets = self._buckets()
-        if not buckets:
-            return loss
+    def update(self, buckets: list[Bucket]) -> None:
+        """One global hypergradient over all buckets, then the lr optimizer's step, then the model's."""
+        work = [_with_weight_decay(b) for b in buckets]
         alpha = self._alpha()
         if self.per_tensor:
-            alpha, h = self._step_sequential(buckets, alpha)
+            alpha, h = self._step_sequential(work, alpha)
         else:
-            h = self._hypergradient(buckets, alpha)
+            h = self._hypergradient(work, alpha)
             alpha = self._clamp(self.lr_optimizer.update(alpha, h, self.hypergrad_lr, self._lr_state))
-            self._apply(buckets, alpha)
+            self._apply(work, alpha)
         self._set_alpha(alpha)
         self._h = h
-        return loss
 
-    def _use_foreach(self, params: list[Tensor]) -> bool:
-        if self.per_tensor:
-            return False
-        if self.foreach is None:  # on the CPU the per-tensor path's in-place writes beat foreach's allocations
-            return all(p.device.type != "cpu" for p in params)
-        return bool(self.foreach)
-
-    def _buckets(self) -> list[_Bucket]:
-        buckets = []
-        for group in self.param_groups:
-            params = list(params_with_grad(group, type(self).__name__))
-            if not params:
-                continue
-            multi = self._use_foreach(params)
-            grads = [p.grad for p in params]
-            states = [self.state[p] for p in params]
-            if multi:
-                for ps, gs, ss in group_by_device_and_dtype([params, grads, states]).values():
-                    buckets.append(_bucket(group, ps, gs, ss, multi=True))
-            else:
-                buckets.extend(_bucket(group, [p], [g], [s], multi=False) for p, g, s in zip(params, grads, states))
-        return buckets
-
-    def _hypergradient(self, buckets: list[_Bucket], alpha: Tensor) -> Tensor:
+    def _hypergradient(self, work: list[tuple[Bucket, list[Tensor], bool]], alpha: Tensor) -> Tensor:
         """h_t = -sum_i g_i . d_i over every parameter that has a previous direction: per-tensor dot products
         on the device, summed per (device, dtype, factor) in parameter order, then in alpha's dtype."""
         dots: dict[tuple, list[Tensor]] = {}
-        for b in buckets:
-            for g, state in zip(b.grads, b.states):
+        for b, grads, _ in work:
+            for g, state in zip(grads, b.states):
                 previous = self.direction.previous(state, b.group)
                 if previous is not None:
                     d, factor = previous
@@ -223,35 +149,35 @@ class Hypergrad(torch.optim.Optimizer):
         partial = [torch.stack(ds).sum().to(alpha) * factor for (_, _, factor), ds in dots.items()]
         return -(partial[0] if len(partial) == 1 else torch.stack(partial).sum())
 
-    def _apply(self, buckets: list[_Bucket], alpha: Tensor) -> None:
+    def _apply(self, work: list[tuple[Bucket, list[Tensor], bool]], alpha: Tensor) -> None:
         """p -= alpha_t d_t for every bucket, with -alpha_t made once per (device, working dtype)."""
         scales: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-        for b in buckets:
+        for b, grads, owned in work:
             key = (b.work[0].device, b.work[0].dtype)
             if key not in scales:
                 scales[key] = (-alpha).to(*key)
-            self._update(b, scales[key])
+            self._step_bucket(b, grads, owned, scales[key])
 
-    def _update(self, b: _Bucket, scale: Tensor) -> None:
-        if b.multi:
-            self.direction.step_multi(b.group, b.work, b.grads, b.states, scale, b.owned)
+    def _step_bucket(self, b: Bucket, grads: list[Tensor], owned: bool, scale: Tensor) -> None:
+        if b.path == "foreach":
+            self.direction.step_multi(b.group, b.work, grads, b.states, scale, owned)
         else:
-            self.direction.step_single(b.group, b.work[0], b.grads[0], b.states[0], scale, b.owned)
-        if b.work is not b.params:  # 16-bit parameters: round the float32 result in once
-            torch._foreach_copy_(b.params, b.work)
+            for p, g, state in zip(b.work, grads, b.states):
+                self.direction.step_single(b.group, p, g, state, scale, owned)
 
-    def _step_sequential(self, buckets: list[_Bucket], alpha: Tensor) -> tuple[Tensor, Tensor]:
+    def _step_sequential(self, work: list[tuple[Bucket, list[Tensor], bool]], alpha: Tensor) -> tuple[Tensor, Tensor]:
         """per_tensor=True: the reference Adam-HD's loop; alpha takes one SGD step per tensor with that
         tensor's share of h, then updates that tensor. Returns alpha and the total h."""
         h_total = torch.zeros_like(alpha)
-        for b in buckets:
-            previous = self.direction.previous(b.states[0], b.group)
-            if previous is not None:
-                d, factor = previous
-                h = -(dot(b.grads[0], d).to(alpha) * factor)
-                alpha = self._clamp(self.lr_optimizer.update(alpha, h, self.hypergrad_lr, self._lr_state))
-                h_total = h_total + h
-            self._update(b, (-alpha).to(b.work[0].device, b.work[0].dtype))
+        for b, grads, owned in work:
+            for p, g, state in zip(b.work, grads, b.states):
+                previous = self.direction.previous(state, b.group)
+                if previous is not None:
+                    d, factor = previous
+                    h = -(dot(g, d).to(alpha) * factor)
+                    alpha = self._clamp(self.lr_optimizer.update(alpha, h, self.hypergrad_lr, self._lr_state))
+                    h_total = h_total + h
+                self.direction.step_single(b.group, p, g, state, (-alpha).to(p.device, p.dtype), owned)
         return alpha, h_total
 
     # ------------------------------------------------------------------ state
@@ -264,7 +190,6 @@ class Hypergrad(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         extra = state_dict.pop("hypergrad", None)
         super().load_state_dict(state_dict)
-        self._keep_float32_state(state_dict)
         alpha = self._alpha()
         self._set_alpha(alpha)
         if extra is not None:
@@ -272,27 +197,27 @@ class Hypergrad(torch.optim.Optimizer):
             self._h = torch.as_tensor(extra["h"]).to(alpha)
             self._lr_state = {k: v.to(alpha) if isinstance(v, Tensor) else v for k, v in extra["lr_state"].items()}
 
-    def _keep_float32_state(self, state_dict: dict[str, Any]) -> None:
-        """torch's loader casts state to the parameter's dtype; 16-bit parameters keep float32 state."""
-        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
-        params = [p for group in self.param_groups for p in group["params"]]
-        for saved_id, p in zip(saved_ids, params):
-            saved = state_dict["state"].get(saved_id)
-            if saved is not None and p.dtype in LOW_PRECISION:
-                self.state[p] = {
-                    k: v.to(device=p.device, dtype=torch.float32) if torch.is_tensor(v) and v.is_floating_point()
-                    else v
-                    for k, v in saved.items()
-                }
+
+def _with_weight_decay(b: Bucket) -> tuple[Bucket, list[Tensor], bool]:
+    """(bucket, g = grad + wd * p in the working dtype, whether g is this step's temporary)."""
+    wd = b.group["weight_decay"]
+    if wd == 0:
+        return b, b.grads, b.owned
+    return b, torch._foreach_add(b.grads, b.work, alpha=wd), True
 
 
-def _bucket(group: dict, params: list[Tensor], grads: list[Tensor], states: list[dict], multi: bool) -> _Bucket:
-    """Working tensors of one bucket: float32 copies for 16-bit parameters, then g = grad + wd * p."""
-    low = params[0].dtype in LOW_PRECISION
-    work = [p.float() for p in params] if low else params
-    if low:
-        grads = [g.float() for g in grads]
-    wd = group["weight_decay"]
-    if wd != 0:
-        grads = torch._foreach_add(grads, work, alpha=wd) if multi else [grads[0].add(work[0], alpha=wd)]
-    return _Bucket(group, params, work, grads, states, owned=low or wd != 0, multi=multi)
+def _check_arguments(lr, hypergrad_lr, model_opt, lr_opt, lr_momentum, lr_betas, lr_eps, lr_min, per_tensor) -> None:
+    check_positive("lr", lr, allow_zero=True)
+    check_positive("hypergrad_lr", hypergrad_lr, allow_zero=True)
+    if model_opt not in MODEL_OPTIMIZERS:
+        raise ValueError(f"model_opt must be one of {', '.join(map(repr, MODEL_OPTIMIZERS))}, got {model_opt!r}")
+    if lr_opt not in LR_OPTIMIZERS:
+        raise ValueError(f"lr_opt must be one of {', '.join(map(repr, LR_OPTIMIZERS))}, got {lr_opt!r}")
+    check_unit_interval("lr_momentum", lr_momentum)
+    check_betas("lr_betas", lr_betas, length=2)
+    check_positive("lr_eps", lr_eps)
+    if lr_min is not None and not (math.isfinite(float(lr_min)) and float(lr_min) <= lr):
+        raise ValueError(f"lr_min must be a finite number <= lr (= {lr!r}) or None, got {lr_min!r}")
+    if per_tensor and (model_opt, lr_opt) != ("adam", "sgd"):
+        raise ValueError("per_tensor=True reproduces the reference Adam-HD only: it needs model_opt='adam' "
+                         f"and lr_opt='sgd', got model_opt={model_opt!r}, lr_opt={lr_opt!r}")
