@@ -50,3 +50,25 @@ def test_schedules():
     cosine = {"name": "cosine"}
     assert lr_factor(cosine, 1, 10) == 1.0 and lr_factor(cosine, 6, 10) == pytest.approx(0.5)
     assert lr_factor({"name": "cosine", "min_factor": 0.1}, 11, 10) == pytest.approx(0.1)
+
+
+def test_the_wheel_ships_every_config_and_the_command(tmp_path):
+    """A non-editable `pip install .` runs from the package alone: every YAML under configs/ is in the wheel,
+    next to the `optbench` command."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = tmp_path.glob("optbench-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {n.split("optbench/configs/", 1)[1] for n in names if n.startswith("optbench/configs/") and
+               n.endswith(".yaml")}
+    expected = {str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*.yaml")}
+    assert expected and shipped == expected
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "optbench = optbench.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -288,3 +288,16 @@ def test_foreach_handles_mixed_dtypes(case):
     for a, b in zip(results[True], results[False]):
         assert a.dtype == b.dtype
         torch.testing.assert_close(a, b)
+
+
+def test_every_public_optimizer_derives_from_the_one_base():
+    import inspect
+
+    import optbench.optim as optim
+    from optbench.optim._base import PaperOptimizer
+
+    public = [getattr(optim, name) for name in optim.__all__ if inspect.isclass(getattr(optim, name))]
+    optimizers = [cls for cls in public if issubclass(cls, torch.optim.Optimizer)]
+    assert {cls.__name__ for cls in optimizers} == {"AggMo", "Expectigrad", "AdamP", "SGDP", "Hypergrad", "SGDHD",
+                                                    "AdamHD", "YFOptimizer"}
+    assert all(issubclass(cls, PaperOptimizer) for cls in optimizers)

@@ -154,3 +154,57 @@ def test_environment_switch_runs_the_kernels_eagerly(name, monkeypatch):
     monkeypatch.setenv("OPTBENCH_FUSED", "0")
     monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compiled despite OPTBENCH_FUSED=0"))
     torch.testing.assert_close(trajectory(name, fused=True), trajectory(name, foreach=False), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["AggMo", "AdamP", "SGDP", "Expectigrad"])
+def test_fused_with_two_groups_of_different_hyperparameters(name):
+    """Each group compiles its own loop with its own constants and values."""
+    group = {"AggMo": {"lr": 0.01, "weight_decay": 0.0}, "AdamP": {"lr": 0.003, "wd_ratio": 0.5},
+             "SGDP": {"lr": 0.01, "momentum": 0.5}, "Expectigrad": {"beta": 0.0, "eps": 1e-3}}[name]
+    results = []
+    for path in (dict(foreach=False), dict(fused=True)):
+        net = make_net()
+        params = list(net.parameters())
+        opt = OPTIMIZERS[name]([{"params": params[:2], **group}, {"params": params[2:]}], **path)
+        train(net, opt, range(6))
+        results.append(flat(net))
+    assert (results[0] - flat(make_net())).abs().max() > 1e-3
+    torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["AggMo", "AdamP", "Expectigrad"])
+def test_fused_with_mixed_dtypes_in_one_group(name):
+    """float64, float32 and bfloat16 tensors in one group: one compiled loop per (device, dtype) bucket."""
+    results = []
+    for path in (dict(foreach=False), dict(fused=True)):
+        torch.manual_seed(0)
+        params = [nn.Parameter(torch.randn(6, 4, dtype=dt)) for dt in (torch.float64, torch.float32, torch.bfloat16)]
+        targets = [torch.randn(p.shape).to(p.dtype) for p in params]
+        opt = OPTIMIZERS[name](params, **path)
+        for _ in range(5):
+            opt.zero_grad()
+            sum(((p - t).double() ** 2).sum() for p, t in zip(params, targets)).backward()
+            opt.step()
+        results.append(params)
+    for single, fused in zip(*results):
+        assert single.dtype == fused.dtype
+        torch.testing.assert_close(fused, single, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["AggMo", "AdamP", "SGDP", "Expectigrad"])
+@pytest.mark.parametrize("first, second", [(dict(fused=True), dict(foreach=True)),
+                                           (dict(foreach=True), dict(foreach=False)),
+                                           (dict(foreach=False), dict(fused=True))])
+def test_resume_on_another_path(name, first, second):
+    """The state is the same on every path: a checkpoint written by one path resumes on another."""
+    whole = trajectory(name, steps=8, foreach=False)
+    net = make_net()
+    opt = OPTIMIZERS[name](net.parameters(), **first)
+    train(net, opt, range(4))
+    saved_net, saved_opt = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict())
+    resumed = make_net()
+    resumed.load_state_dict(saved_net)
+    opt = OPTIMIZERS[name](resumed.parameters(), **second)
+    opt.load_state_dict(saved_opt)
+    train(resumed, opt, range(4, 8))
+    torch.testing.assert_close(flat(resumed), whole, rtol=1e-5, atol=1e-6)

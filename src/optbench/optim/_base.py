@@ -84,12 +84,8 @@ def for_slices(kernel: Callable[..., Any], tensors: Sequence, **scalars: Any) ->
         return kernel(*tensors, **scalars)
     rows = first.shape[0]
     step = max(1, SLICE_ELEMENTS // (first.numel() // rows))
-    total = None
-    for start in range(0, rows, step):
-        out = kernel(*(_slice(t, start, step) for t in tensors), **scalars)
-        if out is not None:
-            total = out if total is None else total + out
-    return total
+    return _fused.summed([kernel(*(_slice(t, start, step) for t in tensors), **scalars)
+                          for start in range(0, rows, step)])
 
 
 def _slice(t: Any, start: int, length: int) -> Any:
@@ -114,6 +110,17 @@ def add_scaled_(ps: list[Tensor], xs: list[Tensor], scales: Sequence[float | Ten
         torch._foreach_add_(ps, torch._foreach_mul(xs, scales[0]))
     else:
         torch._foreach_addcmul_(ps, xs, list(scales))
+
+
+def axpy_(y: Tensor, x: Tensor, a: float | Tensor) -> Tensor:
+    """y += a * x in place. ``a`` is a number on the eager per-tensor path (no temporary is made) or a 0-dim
+    tensor when the kernel is compiled (a Python number would be baked into the graph and recompile)."""
+    return y.addcmul_(x, a) if isinstance(a, Tensor) else y.add_(x, alpha=a)
+
+
+def scale_(y: Tensor, s: float | Tensor) -> Tensor:
+    """y *= s in place, skipped when s is the number 1."""
+    return y.mul_(s) if isinstance(s, Tensor) or s != 1.0 else y
 
 
 def adam_moments_foreach_(ms: list[Tensor], vs: list[Tensor], grads: list[Tensor], beta1: float,
@@ -268,14 +275,10 @@ class PaperOptimizer(torch.optim.Optimizer):
         ('single', on cache-sized slices when the class is ``sliceable``). Returns the sum of its results."""
         if bucket.path == "fused":
             return _fused.fused_loop(kernel, tensors[0])(tensors, per_tensor, shared, constants)
-        total = None
-        for i in range(len(tensors[0])):
-            args = [None if ts is None else ts[i] for ts in tensors]
-            values = {**{k: v[i] for k, v in per_tensor.items()}, **shared, **constants}
-            out = for_slices(kernel, args, **values) if self.sliceable else kernel(*args, **values)
-            if out is not None:
-                total = out if total is None else total + out
-        return total
+        run = for_slices if self.sliceable else _call
+        return _fused.summed([run(kernel, [None if ts is None else ts[i] for ts in tensors],
+                                  **{k: v[i] for k, v in per_tensor.items()}, **shared, **constants)
+                              for i in range(len(tensors[0]))])
 
     def kernel_inputs(self, group: dict, states: list[dict]) -> tuple[list, dict, dict, dict]:
         """For ``kernel``: (state tensor lists after p and g, per-tensor values {name: [one per tensor]},
@@ -284,8 +287,9 @@ class PaperOptimizer(torch.optim.Optimizer):
 
     @staticmethod
     def kernel(p: Tensor, g: Tensor, *state: Any, **values: Any) -> None:
-        """The update of one tensor as plain expressions, writing results with ``copy_`` (the readable form that
-        the CPU compiler fuses; values are numbers when eager, 0-dim tensors when compiled)."""
+        """The update of one tensor, in place (the readable form, and what the CPU compiler fuses). Per-step
+        values are numbers when it runs eagerly and 0-dim tensors when compiled: use ``axpy_``/``scale_``
+        rather than ``alpha=`` for them, and never branch on them."""
         raise NotImplementedError
 
     def multi_tensor_update(self, group: dict, params: list, grads: list, states: list[dict]) -> None:
@@ -294,13 +298,23 @@ class PaperOptimizer(torch.optim.Optimizer):
 
     # ---------------------------------------------------------------- state
     def load_state_dict(self, state_dict: dict) -> None:
+        """torch's loader, except that (1) the code path stays this optimizer's choice (a checkpoint written with
+        fused=True on a CPU resumes on the multi-tensor path of a GPU: the state is the same on every path) and
+        (2) 16-bit parameters keep float32 state."""
+        paths = [(group["foreach"], group["fused"]) for group in self.param_groups]
         super().load_state_dict(state_dict)
+        for group, (foreach, fused) in zip(self.param_groups, paths):
+            group["foreach"], group["fused"] = foreach, fused
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         for saved_id, param in zip(saved_ids, params):
             saved = state_dict["state"].get(saved_id)
             if saved is not None and state_dtype(param) != param.dtype:
                 self.state[param] = {k: _to_state_precision(v, param) for k, v in saved.items()}
+
+
+def _call(kernel: Callable[..., Any], args: Sequence, **values: Any) -> Any:
+    return kernel(*args, **values)
 
 
 def _to_state_precision(value: Any, param: Tensor) -> Any:

@@ -67,13 +67,17 @@ def _loop(kernel: Callable[..., Any], tensors: Sequence[Sequence | None], per_te
           shared: Mapping[str, Any], constants: Mapping[str, Any]) -> Any:
     """kernel(tensors[0][i], tensors[1][i], ..., per-tensor values [i], shared values, constants) for each i;
     returns the sum of what the calls return (None if they return nothing)."""
-    total = None
-    for i in range(len(tensors[0])):
-        out = kernel(*(None if ts is None else ts[i] for ts in tensors), **{k: v[i] for k, v in per_tensor.items()},
-                     **shared, **constants)
-        if out is not None:
-            total = out if total is None else total + out
-    return total
+    return summed([kernel(*(None if ts is None else ts[i] for ts in tensors),
+                          **{k: v[i] for k, v in per_tensor.items()}, **shared, **constants)
+                   for i in range(len(tensors[0]))])
+
+
+def summed(results: list) -> Any:
+    """The sum of a kernel's per-tensor (or per-slice) results, None when it returns nothing."""
+    results = [r for r in results if r is not None]
+    if not results:
+        return None
+    return results[0] if len(results) == 1 else torch.stack(results).sum(0)
 
 
 def _loop_of(kernel: Callable[..., Any]) -> Callable[..., Any]:

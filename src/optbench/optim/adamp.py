@@ -34,7 +34,7 @@ from typing import Iterable
 
 import torch
 
-from optbench.optim._base import PaperOptimizer, adam_moments_foreach_, add_scaled_, zeros_state
+from optbench.optim._base import PaperOptimizer, adam_moments_foreach_, add_scaled_, axpy_, scale_, zeros_state
 from optbench.optim._checks import check_betas, check_positive, check_unit_interval
 
 Tensor = torch.Tensor
@@ -79,17 +79,16 @@ def adamp_tensor(p: Tensor, g: Tensor, m: Tensor, v: Tensor, *, lr_eff: float, e
                  beta1: float, beta2: float, eps: float, nesterov: bool, delta: float, wd_ratio: float) -> None:
     """One tensor's update (the per-tensor path, and what the fused CPU path compiles); lr_eff and eps_t from
     ``adam_step_constants``, decay = lr * weight_decay."""
-    m_new, v_new = torch.lerp(m, g, 1.0 - beta1), v * beta2 + g * g * (1.0 - beta2)
-    m.copy_(m_new)
-    v.copy_(v_new)
-    numerator = torch.lerp(m_new, g, 1.0 - beta1) if nesterov else m_new
-    update = numerator / (torch.sqrt(v_new) + eps_t)
+    m.lerp_(g, 1.0 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+    numerator = torch.lerp(m, g, 1.0 - beta1) if nesterov else m
+    update = torch.div(numerator, v.sqrt().add_(eps_t))
     if p.dim() > 1:
         c, ratio = radial_projection(p, g, update, delta=delta, eps=eps, wd_ratio=wd_ratio)
-        scale = (1.0 - decay * ratio) + lr_eff * c
+        p.mul_((1.0 - decay * ratio) + lr_eff * c)
     else:
-        scale = 1.0 - decay
-    p.copy_(p * scale - lr_eff * update)
+        scale_(p, 1.0 - decay)
+    axpy_(p, update, -lr_eff)
 
 
 def adamp_multi_tensor(ps: list, gs: list, states: list[dict], group: dict, lr_effs: list[float],
@@ -193,20 +192,20 @@ class AdamP(PaperOptimizer):
 def sgdp_tensor(p: Tensor, g: Tensor, buf: Tensor, *, lr: float, decay: float, momentum: float, dampening: float,
                 nesterov: bool, delta: float, eps: float, wd_ratio: float) -> None:
     """One tensor's update (the per-tensor path, and what the fused CPU path compiles);
-    decay = lr * weight_decay / (1 - momentum)."""
-    buf_new = g + momentum * buf if dampening == 0 else buf * momentum + g * (1.0 - dampening)
-    d = g + momentum * buf_new if nesterov else buf_new
+    decay = lr * weight_decay / (1 - momentum). The buffer is written last, so the compiled loop reads it once."""
+    buf_new = torch.add(g, buf, alpha=momentum) if dampening == 0 else buf * momentum + g * (1.0 - dampening)
+    d = torch.add(g, buf_new, alpha=momentum) if nesterov else buf_new
     if p.dim() > 1:
         c, ratio = radial_projection(p, g, d, delta=delta, eps=eps, wd_ratio=wd_ratio)
         if nesterov:
-            scale = (1.0 - decay * ratio) + lr * c
-        else:  # the stored buffer is the projected direction
-            d = buf_new = d - c * p
-            scale = 1.0 - decay * ratio
+            p.mul_((1.0 - decay * ratio) + lr * c)
+        else:  # d is the new buffer: it is stored projected
+            d.addcmul_(p, c, value=-1.0)
+            p.mul_(1.0 - decay * ratio)
     else:
-        scale = 1.0 - decay
+        scale_(p, 1.0 - decay)
     buf.copy_(buf_new)
-    p.copy_(p * scale - lr * d)
+    axpy_(p, d, -lr)
 
 
 def sgdp_multi_tensor(ps: list, gs: list, states: list[dict], group: dict) -> None:

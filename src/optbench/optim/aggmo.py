@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from optbench.optim._base import PaperOptimizer, zeros_state
+from optbench.optim._base import PaperOptimizer, axpy_, zeros_state
 from optbench.optim._checks import check_betas, check_positive
 
 
@@ -50,14 +50,12 @@ def aggmo_tensor(p: torch.Tensor, g: torch.Tensor, buffers: Sequence[torch.Tenso
                  betas: tuple[float, ...], weight_decay: float) -> None:
     """One tensor's update (the per-tensor path, and what the fused CPU path compiles)."""
     k = len(betas)
-    d = g + weight_decay * p if weight_decay != 0 else g
-    total = d if len(buffers) < k else None  # one beta is 0: its velocity is d
+    d = torch.add(g, p, alpha=weight_decay) if weight_decay != 0 else g
+    if len(buffers) < k:  # one beta is 0: its velocity is d
+        axpy_(p, d, -lr / k)
     for beta, m in zip(_damped_betas(betas), buffers):
-        m_new = torch.lerp(m, d, 1.0 - beta)
-        m.copy_(m_new)
-        term = m_new * (1.0 / (1.0 - beta))
-        total = term if total is None else total + term
-    p.copy_(p - total * (lr / k))
+        m.lerp_(d, 1.0 - beta)
+        axpy_(p, m, -lr / (k * (1.0 - beta)))
 
 
 def aggmo_multi_tensor(ps: list[torch.Tensor], gs: list[torch.Tensor], buffers: list[list[torch.Tensor]], *,

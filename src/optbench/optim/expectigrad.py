@@ -24,7 +24,7 @@ from typing import Iterable
 
 import torch
 
-from optbench.optim._base import PaperOptimizer, add_scaled_, zeros_state
+from optbench.optim._base import PaperOptimizer, add_scaled_, axpy_, zeros_state
 from optbench.optim._checks import check_flag, check_positive, check_unit_interval
 
 
@@ -33,22 +33,21 @@ def expectigrad_tensor(p: torch.Tensor, g: torch.Tensor, s: torch.Tensor, n: tor
                        eps: float) -> None:
     """One tensor's update (the per-tensor path, and what the fused CPU path compiles). n is None: the counter
     is t; m is None: beta = 0. step_size: lr / (1 - beta^t), or lr for beta = 0; decay: lr * weight_decay."""
-    s_new = s + g * g
-    s.copy_(s_new)
+    s.addcmul_(g, g)
     if n is not None:
-        n_new = n + (g != 0).to(g.dtype)
-        n.copy_(n_new)
-        mean_sq = s_new / n_new.clamp(min=1.0)
+        nonzero = torch.sign(g)
+        n.addcmul_(nonzero, nonzero)  # sign(g)^2 = [g != 0], without a slow bool -> float add
+        mean_sq = torch.div(s, n.clamp(min=1.0))
     else:
-        mean_sq = s_new / t
-    u = g / (torch.sqrt(mean_sq) + eps)
-    decayed = p * (1.0 - decay) if decay is not None else p
+        mean_sq = torch.div(s, t)
+    u = torch.div(g, mean_sq.sqrt_().add_(eps))
+    if decay is not None:
+        p.mul_(1.0 - decay)
     if m is not None:
-        m_new = torch.lerp(m, u, 1.0 - beta)
-        m.copy_(m_new)
-        p.copy_(decayed - m_new * step_size)
+        m.lerp_(u, 1.0 - beta)
+        axpy_(p, m, -step_size)
     else:
-        p.copy_(decayed - u * step_size)
+        axpy_(p, u, -step_size)
 
 
 def expectigrad_multi_tensor(ps: list[torch.Tensor], gs: list[torch.Tensor], states: list[dict], *, lr: float,

@@ -62,8 +62,8 @@ def checked_torch(cls: type[torch.optim.Optimizer], together: Callable[[Mapping[
     return build
 
 
-SGD = checked_torch(torch.optim.SGD, _nesterov_needs_momentum, lr=_nonnegative, momentum=check_unit_interval, dampening=_closed_unit,
-                    weight_decay=_nonnegative)
+SGD = checked_torch(torch.optim.SGD, _nesterov_needs_momentum, lr=_nonnegative, momentum=check_unit_interval,
+                    dampening=_closed_unit, weight_decay=_nonnegative)
 Adam = checked_torch(torch.optim.Adam, lr=_nonnegative, betas=_two_betas, eps=check_positive,
                      weight_decay=_nonnegative)
 AdamW = checked_torch(torch.optim.AdamW, lr=_nonnegative, betas=_two_betas, eps=check_positive,

@@ -141,7 +141,8 @@ def rescaled_ema(scale: torch.Tensor, keep: torch.Tensor, weight: torch.Tensor) 
 
 def yf_sums_tensor(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """Pass 1 of one tensor: (g.g, A.A, A.g)."""
-    return torch.stack([(g * g).sum(), (a * a).sum(), (a * g).sum()])
+    g, a = g.reshape(-1), a.reshape(-1)
+    return torch.stack([torch.dot(g, g), torch.dot(a, a), torch.dot(a, g)])
 
 
 def yf_update_tensor(p: torch.Tensor, g: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, ok: torch.Tensor,
@@ -150,12 +151,11 @@ def yf_update_tensor(p: torch.Tensor, g: torch.Tensor, a: torch.Tensor, b: torch
     """Pass 2 of one tensor: A <- lerp(A, g, avg_weight); B <- lerp(B, g, lerp_weight) (+ decay * p), the scaled
     velocity; p <- p + neg_step * B."""
     g_ok = torch.where(ok, g, 0.0)
-    a.copy_(torch.lerp(a, g_ok, avg_weight))
-    new = torch.lerp(b, g_ok, lerp_weight)
+    a.lerp_(g_ok, avg_weight)
+    b.lerp_(g_ok, lerp_weight)
     if decay is not None:
-        new = new + p * decay
-    b.copy_(new)
-    p.copy_(p + new * neg_step)
+        b.addcmul_(p, decay)
+    p.addcmul_(b, neg_step)
 
 
 def _new_avg_sq(sums: torch.Tensor, ok: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
