@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
+from optbench.runlock import RunLock
+
 from optbench.plot.runs import _read_columns, group_runs, load_runs, read_columns_rowwise
 from optbench.plot.smoothing import ema, moving_average, smoother
 
@@ -28,6 +30,9 @@ def write_csv(path: Path, rows: Sequence[Mapping], fields: Sequence[str] | None 
         writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
 
 
+LIVE_WRITERS: list = []  # locks of the fake runs that are "still being written", held until the process ends
+
+
 def write_run(root: Path, task: str, optim: str, seed: int, metrics: Sequence[Mapping], steps: Sequence[Mapping] = (),
               status: str | None = "finished", variant: str = "default", config: Mapping | None = None) -> Path:
     """A run directory in the trainer's format (rundir.py): metrics.csv, steps.csv, summary.json, config.yaml."""
@@ -40,6 +45,10 @@ def write_run(root: Path, task: str, optim: str, seed: int, metrics: Sequence[Ma
     if status is not None:
         (path / "summary.json").write_text(json.dumps({"status": status, "task": task, "optim": optim,
                                                        "seed": seed}))
+    if status == "running":  # a live writer holds the run's lock (without one, readers see "interrupted")
+        writer = RunLock(path)
+        assert writer.acquire()
+        LIVE_WRITERS.append(writer)
     full = {"seed": seed, "task": {"name": task}, "optim": {"name": optim, "lr": 1e-3}, "trainer": {"staleness": 0}}
     for key, value in (config or {}).items():  # dotted keys: {"optim.lr": 0.01}
         node = full

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from optbench.rundir import CHECKPOINT, PREVIOUS_CHECKPOINT
+from optbench.errors import RunStoreError
+from optbench.rundir import CHECKPOINT, PREVIOUS_CHECKPOINT, write_atomic
 
 
 def save_atomic(obj: Any, path: Path, keep_previous: Path | None = None) -> None:
-    """torch.save to a temporary file, then rename: a kill mid-write never leaves a half-written checkpoint.
-    With keep_previous, the last good file is kept there as a fallback."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    if keep_previous is not None and path.exists():
-        os.replace(path, keep_previous)
-    os.replace(tmp, path)
+    """torch.save through a temporary file, flushed to disk, then renamed: a kill or a full disk mid-write never
+    leaves a half-written checkpoint (nor the temporary). With keep_previous, the last good file is kept there.
+    Serialised in memory first, so a full disk is a plain OSError naming the file (torch's own file writer
+    reports it as an iostream error)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getbuffer(), keep_previous)
 
 
-class CorruptCheckpointError(RuntimeError):
-    pass
+class CorruptCheckpointError(RunStoreError):
+    """No checkpoint of the run can be read."""
 
 
 def load_checkpoint(run_dir: Path, map_location) -> dict | None:

@@ -9,14 +9,11 @@ from numbers import Number
 from typing import Any, Mapping
 
 from optbench.data.batches import check_val_fraction
+from optbench.errors import ConfigError
 from optbench.schedules import SCHEDULES
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16", "fp16")
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def _number(key: str, value: Any) -> float:

@@ -1,9 +1,12 @@
 """The command line: ``python main.py task=cifar10 optim=aggmo`` (or ``optbench ...`` once installed).
 
 Hydra composes configs/config.yaml with the chosen task, optimizer and overrides; the configs ship inside the
-package, so an installed optbench runs without a checkout.
+package, so an installed optbench runs without a checkout. Errors a user can act on (optbench.errors) are one
+line on stderr and an exit code (see optbench.errors); ``HYDRA_FULL_ERROR=1`` shows the traceback instead.
 """
 
+import os
+import sys
 import warnings
 
 import hydra
@@ -16,9 +19,20 @@ warnings.filterwarnings("ignore", message="(?s).*is validated against ConfigStor
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from optbench.errors import OptbenchError, RunInterrupted
     from optbench.train import run
 
-    run(cfg)
+    try:
+        run(cfg)
+    except (OptbenchError, KeyboardInterrupt) as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if isinstance(err, KeyboardInterrupt):
+            print("optbench: interrupted; the run resumes from its last checkpoint", file=sys.stderr)
+            sys.exit(130)
+        prefix = "optbench: " if isinstance(err, RunInterrupted) else "optbench: error: "
+        print(prefix + str(err), file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":

@@ -63,3 +63,20 @@ def all_reduce_sum(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:
     if ctx.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def agree(ctx: Context, flag: bool) -> bool:
+    """Rank 0's decision, known to every process (a torchrun job acts as one)."""
+    if not ctx.enabled:
+        return flag
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def any_process(ctx: Context, flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on some process (one small all-reduce)."""
+    if not ctx.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    return bool(all_reduce_sum(ctx, value).item() > 0)

@@ -90,6 +90,19 @@ class EpochMeans:
         self.constant: dict[str, bool] = {}
         self.count = 0
 
+    def state_dict(self) -> dict:
+        """For a checkpoint taken mid-epoch."""
+        return {"sums": dict(self.sums), "first": dict(self.first), "constant": dict(self.constant),
+                "count": self.count}
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> "EpochMeans":
+        means = cls()
+        if state:
+            means.sums, means.first = dict(state["sums"]), dict(state["first"])
+            means.constant, means.count = dict(state["constant"]), int(state["count"])
+        return means
+
     def add(self, values: dict[str, Any]) -> None:
         self.count += 1
         for key, value in values.items():

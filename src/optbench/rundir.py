@@ -2,8 +2,9 @@
 
 ``<results_dir>/<task>/<optim>/<variant>/seed<N>/`` with config.yaml, metrics.csv, steps.csv,
 checkpoint.pth, best.pth and summary.json. This module owns the names and paths, the CSV logs (which survive
-a kill and are cut back to the checkpoint on resume) and the summary; it does not import torch, so readers of
-results (the plotter) use it cheaply. Checkpoint files: optbench.checkpoints.
+a kill, skip a half-written last line, and are cut back to the checkpoint on resume) and the summary (strict
+JSON, written atomically); it does not import torch, so readers of results (the plotter) use it cheaply.
+Checkpoint files: optbench.checkpoints; who may write a run: optbench.runlock.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -23,6 +26,8 @@ PREVIOUS_CHECKPOINT = "checkpoint.prev.pth"
 BEST = "best.pth"
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
+LOCK = ".lock"
+OWNER = ".owner"  # who holds the lock (pid, host, since), written by the holder
 
 # trainer settings that change the math, and so belong in the variant name
 VARIANT_TRAINER_KEYS = ("staleness", "grad_clip", "amp")
@@ -41,35 +46,39 @@ def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 def _fmt(value: Any) -> str:
+    """A value as it appears in a variant name: exact (floats by repr, so 0.1234561 and 0.1234564 differ)."""
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_fmt(v) for v in value) + "]"
     if isinstance(value, float):
-        return f"{value:g}"
+        return repr(value)
     return str(value)
+
+
+MAX_VARIANT = 120
 
 
 def variant_name(cfg: Mapping, defaults: Mapping) -> str:
     """Readable, stable, filesystem-safe name of what differs from the (task, optim) defaults, or 'default'.
 
     ``cfg`` and ``defaults`` are plain dicts with 'optim', 'task' and 'trainer'. Optimizer keys appear bare
-    (``lr=0.1``), task and trainer keys with their prefix (``task.epochs=5``)."""
+    (``lr=0.1``), task and trainer keys with their prefix (``task.epochs=5``). Values are exact; a name that is
+    too long, or whose characters had to be replaced, ends in a hash of the whole variant, so two configs that
+    differ anywhere never share a directory."""
     parts = []
     for section, prefix, skip in (("optim", "", ("name",)), ("task", "task.", ("name",) + _NON_VARIANT_TASK_KEYS)):
         new, old = _flatten(cfg.get(section, {})), _flatten(defaults.get(section, {}))
         for key in sorted(set(new) | set(old)):
-            if key.split(".")[0] in skip:
-                continue
-            if new.get(key) != old.get(key):
+            if key.split(".")[0] not in skip and new.get(key) != old.get(key):
                 parts.append(f"{prefix}{key}={_fmt(new.get(key))}")
     trainer, trainer_defaults = cfg.get("trainer", {}), defaults.get("trainer", {})
-    for key in VARIANT_TRAINER_KEYS:
-        if trainer.get(key) != trainer_defaults.get(key):
-            parts.append(f"trainer.{key}={_fmt(trainer.get(key))}")
+    parts += [f"trainer.{key}={_fmt(trainer.get(key))}" for key in VARIANT_TRAINER_KEYS
+              if trainer.get(key) != trainer_defaults.get(key)]
     if not parts:
         return "default"
-    name = re.sub(r"[^A-Za-z0-9._=,+\-\[\]]", "_", ",".join(parts))
-    if len(name) > 120:
-        name = name[:100] + "~" + hashlib.sha1(name.encode()).hexdigest()[:10]
+    exact = ",".join(parts)
+    name = re.sub(r"[^A-Za-z0-9._=,+\-\[\]]", "_", exact)
+    if name != exact or len(name) > MAX_VARIANT:
+        name = name[:MAX_VARIANT - 13] + "~" + hashlib.sha1(exact.encode()).hexdigest()[:12]
     return name
 
 
@@ -80,9 +89,20 @@ def run_path(results_dir: str | Path, task: str, optim: str, variant: str, seed:
 RUN_GLOB = "*/*/*/seed*"  # every run directory under a results_dir, as run_path lays them out
 
 
+def _is_number(cell: str | None) -> bool:
+    if cell in ("", None):
+        return True
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
 class CsvLog:
     """Append-only CSV that flushes every row (a killed run keeps its log), widens its header when a new column
-    appears, and can be cut back to the rows a checkpoint covers."""
+    appears, and can be cut back to the rows a checkpoint covers. Reading skips rows that are not complete rows
+    of numbers (a line cut off by a kill or a full disk), with a warning."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -95,15 +115,25 @@ class CsvLog:
         if not self.path.exists():
             return []
         with open(self.path, newline="") as f:
-            return list(csv.DictReader(f))
+            reader = csv.reader(f)
+            header = next(reader, [])
+            rows = list(reader)
+        good = [dict(zip(header, r)) for r in rows if len(r) == len(header) and all(map(_is_number, r))]
+        if len(good) < len(rows):
+            warnings.warn(f"optbench: skipped {len(rows) - len(good)} incomplete or unreadable line(s) of "
+                          f"{self.path}", RuntimeWarning, stacklevel=2)
+        return good
 
     def _rewrite(self, rows: Iterable[Mapping]) -> None:
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, self.fields, restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, self.fields, restval="")
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def append(self, row: Mapping[str, Any]) -> None:
         new = [k for k in row if k not in self.fields]
@@ -115,9 +145,9 @@ class CsvLog:
             csv.DictWriter(f, self.fields, restval="").writerow({k: _cell(v) for k, v in row.items()})
 
     def truncate(self, column: str, last: int) -> None:
-        """Keep the rows with int(row[column]) <= last (resume from a checkpoint taken at ``last``)."""
+        """Keep the rows with row[column] <= last (resume from a checkpoint taken at ``last``)."""
         if self.path.exists():
-            self._rewrite(r for r in self.rows() if int(r[column]) <= last)
+            self._rewrite([r for r in self.rows() if r.get(column) and float(r[column]) <= last])
 
 
 def _cell(value: Any) -> Any:
@@ -128,17 +158,63 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, data: Mapping) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def read_summary(run_dir: Path) -> dict | None:
-    path = run_dir / SUMMARY
-    if not path.exists():
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None, as strict JSON requires."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, Mapping):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def write_atomic(path: Path, data: bytes | memoryview, keep_previous: Path | None = None) -> None:
+    """Write a file so that a kill or a full disk leaves either the old file or the new one: a temporary file,
+    flushed to disk, renamed over ``path`` (the old one kept as ``keep_previous``). A failed write removes the
+    temporary and raises OSError naming ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    sync_directory(path.parent)
+
+
+def sync_directory(folder: Path) -> None:
+    """fsync a directory, so a rename in it survives a power loss (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, data: Mapping) -> None:
+    text = json.dumps(strict_json(data), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+    write_atomic(path, text.encode())
+
+
+def read_summary(run_dir: Path, name: str = SUMMARY) -> dict | None:
+    """summary.json (or another JSON record of the run) as a dict; None when it is missing or unreadable (not
+    JSON, not an object)."""
+    try:
+        summary = json.loads((run_dir / name).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
         return None
+    return summary if isinstance(summary, dict) else None

@@ -10,7 +10,7 @@ optbench.loop; the optimizer is reached only through torch's API and optbench.op
 from __future__ import annotations
 
 import math
-import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,8 +19,10 @@ from typing import Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from optbench import checkpoints, distributed, rundir
-from optbench.checks import ConfigError, check_run
+from optbench import checkpoints, distributed, lifecycle, rundir
+from optbench.checks import check_run
+from optbench.errors import ConfigError, RunInterrupted, RunLockedError, RunStoreError
+from optbench.interrupts import GracefulStop
 from optbench.loop import EpochMeans, Precision, Progress, Sharding, to_float
 from optbench.optim import build_optimizer, protocol
 from optbench.run_config import default_run_config, optimizer_config, schedule_config
@@ -66,6 +68,9 @@ class Trainer:
         self.steps_log = rundir.CsvLog(run_dir / rundir.STEPS)
         self.epoch, self.step, self.train_time = 0, 0, 0.0
         self.best_value, self.best_row = math.inf, None
+        self.stop = None  # an optbench.interrupts.GracefulStop while run() drives the trainer
+        self.partial = self.resumed_partial = None  # where an interrupted epoch stopped (see train_epoch)
+        self.diverged_at: int | None = None
         self.precision = Precision(trainer.get("amp", "none"), device)
         self.sharding = Sharding(ctx, task)
         self.ctx = ctx
@@ -124,6 +129,7 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "rng_generator": self.generator.get_state(),
             "scaler": self.precision.state_dict(),
+            "partial": self.partial,
         }
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
@@ -142,6 +148,7 @@ class Trainer:
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.precision.load_state_dict(state.get("scaler") or {})
+        self.resumed_partial = state.get("partial")
         if self.delay is not None and "delay" in state:
             self.delay.load_state_dict(state["delay"])
         if self.ctx.is_main:
@@ -202,13 +209,21 @@ class Trainer:
                     self.tensorboard.add_scalar(f"{prefix}/{key}", value, self.step)
 
     # ---------------------------------------------------------------- loop
-    def train_epoch(self) -> tuple[dict, bool]:
-        """One epoch; returns (epoch means of loss, task metrics, lr and optimizer extras; diverged?)."""
+    def train_epoch(self) -> tuple[EpochMeans, str]:
+        """One epoch (or the rest of one a stop interrupted); returns its means and how it ended: 'done',
+        'diverged', or 'interrupted' (a stop was requested: ``self.partial`` describes where to resume)."""
         self.task.net.train()
-        self.task.start_epoch()
-        means = EpochMeans()
+        partial, self.partial = self.resumed_partial, None
+        self.resumed_partial = None
+        if partial is None:
+            self.task.start_epoch()
+            partial = {"generator": self.generator.get_state(), "batches": 0, "means": None}
+        self.generator.set_state(partial["generator"])
+        means = EpochMeans.from_state(partial["means"])
         with self.progress.epoch(self.epoch, self.epochs, self.task.steps_per_epoch()) as bar:
-            for batch in self.task.train_batches(self.generator):
+            for index, batch in enumerate(self.task.train_batches(self.generator)):
+                if index < partial["batches"]:  # drawn again (same randomness), trained on before the stop
+                    continue
                 loss, metrics = self.forward_backward(batch)
                 self.update()
                 self.step += 1
@@ -218,10 +233,13 @@ class Trainer:
                     value = self.log_step(loss, extras)
                     bar.show(self.step, value)
                     if not math.isfinite(value):
-                        return self.epoch_means(means), True
+                        self.diverged_at = self.step
+                        return means, "diverged"
                 bar.advance()
-        result = self.epoch_means(means)
-        return result, not math.isfinite(result.get("loss", 0.0))
+                if self.stop_requested(logged=self.step % self.log_every == 0):
+                    self.partial = {**partial, "batches": index + 1, "means": means.state_dict()}
+                    return means, "interrupted"
+        return means, "done"
 
     def forward_backward(self, batch: Any) -> tuple[torch.Tensor, dict]:
         batch, weight = self.sharding.share(batch)
@@ -251,8 +269,9 @@ class Trainer:
         return means.means()
 
     def fit(self) -> str:
-        """Train to the configured number of epochs from wherever the run stands; returns the final status."""
-        if self.epoch == 0 and not self.metrics_log.rows():
+        """Train to the configured number of epochs from wherever the run stands; returns the final status:
+        finished, diverged, or interrupted (a stop was requested; the checkpoint holds where it stopped)."""
+        if self.epoch == 0 and not self.metrics_log.rows() and self.resumed_partial is None:
             row = {"lr": to_float(self.lr()), **self.evaluate(("train", "val", "test"))}
             row.update({k: to_float(v) for k, v in protocol.extras(self.optimizer).items()})
             self.log_epoch(row)
@@ -260,77 +279,115 @@ class Trainer:
         protocol.plan(self.optimizer, (self.epochs - self.epoch) * self.task.steps_per_epoch())
         while self.epoch < self.epochs:
             self.epoch += 1
-            if not self.train_and_log_epoch():
+            outcome = self.train_and_log_epoch()
+            if outcome == "interrupted":
+                self.epoch -= 1  # the checkpoint counts finished epochs; self.partial holds the rest
+                self.checkpoint()
+                return "interrupted"
+            if outcome == "diverged":
                 return "diverged"
             self.checkpoint()
+            if self.stop_requested():
+                return "interrupted"
         return "finished"
 
-    def train_and_log_epoch(self) -> bool:
-        """One epoch with its metrics.csv row; False when it diverged (then val/test are not evaluated)."""
+    def stop_requested(self, logged: bool = True) -> bool:
+        """Whether to stop for a signal now: at every step in one process; under torchrun at logged steps and
+        epoch ends (where the processes synchronise anyway), all of them together."""
+        if self.stop is None:
+            return False
+        if not self.ctx.enabled:
+            return self.stop.requested
+        return logged and distributed.any_process(self.ctx, self.stop.requested, self.device)
+
+    def train_and_log_epoch(self) -> str:
+        """One epoch with its metrics.csv row (none when interrupted); returns train_epoch's outcome."""
         protocol.set_lr_factor(self.optimizer, lr_factor(self.schedule, self.epoch, self.epochs))
         start = time.perf_counter()
-        means, diverged = self.train_epoch()
+        means, outcome = self.train_epoch()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.train_time += time.perf_counter() - start
+        if outcome == "interrupted":
+            return outcome
+        means = self.epoch_means(means)
         task_keys = ("loss",) + tuple(self.task.metric_names)
         row = {"lr": means.pop("lr")}
         row.update({f"train_{k}": v for k, v in means.items() if k in task_keys})
         row.update({k: v for k, v in means.items() if k not in task_keys})
         if self.cfg["trainer"].get("eval_train"):
             row.update(self.evaluate(("train",)))
-        if not diverged:
+        if outcome == "done" and not math.isfinite(row.get("train_loss", 0.0)):
+            outcome, self.diverged_at = "diverged", self.step
+        if outcome == "done":
             row.update(self.evaluate(("val", "test")))
         self.log_epoch(row)
-        return not diverged
+        return outcome
 
 
 # -------------------------------------------------------------------- one run, from config to run directory
 
 
-def _numbers(row: Mapping) -> dict:
+def _numbers(row: Mapping | None) -> dict | None:
     """A CSV row (strings) as numbers, blanks dropped."""
-    return {k: float(v) for k, v in row.items() if v not in ("", None)}
+    return None if row is None else {k: float(v) for k, v in row.items() if v not in ("", None)}
 
 
-def _summary(trainer: Trainer | None, status: str, started: float, cfg: Mapping, error: str | None = None) -> dict:
-    summary = {"status": status, "task": cfg["task"]["name"], "optim": cfg["optim"]["name"], "seed": cfg["seed"],
-               "wall_time_s": time.time() - started}
-    if trainer is not None:
-        rows = trainer.metrics_log.rows()
-        summary.update(epoch=trainer.epoch, step=trainer.step, train_time_s=trainer.train_time,
-                       final=_numbers(rows[-1]) if rows else None,
-                       best=_numbers(trainer.best_row) if trainer.best_row else None)
-    if error:
-        summary["error"] = error
-    return summary
+def _progress(trainer: Trainer) -> dict:
+    """What summary.json reports of the trainer's progress."""
+    rows = trainer.metrics_log.rows()
+    return {"epoch": trainer.epoch, "step": trainer.step, "train_time_s": trainer.train_time,
+            "final": _numbers(rows[-1]) if rows else None, "best": _numbers(trainer.best_row)}
 
 
 def run(cfg: DictConfig | Mapping) -> Path:
     """Run (or resume, or skip if finished) the experiment a composed config describes; returns its run dir.
-    Under torchrun every process calls this; only rank 0 writes the run directory."""
+    Under torchrun every process calls this; only rank 0 writes the run directory. Errors a user can act on are
+    optbench.errors.OptbenchError (the command line prints them as one line); in a sweep, a run another process
+    holds is skipped with a line in the log."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     check_run(cfg)
     ctx = distributed.from_environment()
     device = resolve_device(str(cfg["device"]), ctx)
     distributed.setup(ctx, device)  # once per process; a sweep's later runs reuse the group
-    return _run(cfg, ctx, device)
+    try:
+        return _run(cfg, ctx, device)
+    except RunLockedError as err:
+        if not _in_sweep():
+            raise
+        print(f"optbench: skipped: {err}", flush=True)
+        return err.run_dir
+
+
+def _in_sweep() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # not inside a Hydra app
+        return False
 
 
 def _run(cfg: Mapping, ctx: distributed.Context, device: torch.device) -> Path:
     say = print if ctx.is_main else (lambda *a, **k: None)
     variant = rundir.variant_name(cfg, default_run_config(cfg))
     run_dir = rundir.run_path(cfg["results_dir"], cfg["task"]["name"], cfg["optim"]["name"], variant, cfg["seed"])
-    summary = rundir.read_summary(run_dir)
-    if cfg.get("resume", True) and summary and summary.get("status") in ("finished", "diverged"):
-        say(f"optbench: already {summary['status']}, not redone: {run_dir}")
+    resume = cfg.get("resume", True)
+    if resume and _already_done(run_dir, say):
         return run_dir
-    _prepare_run_dir(run_dir, cfg, ctx)
-    say(f"optbench: run directory {run_dir}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""),
-        flush=True)
-    trainer = _build_trainer(cfg, run_dir, device, ctx, say)
-    status = _fit_and_record(trainer, cfg, ctx)
+    with lifecycle.claimed(run_dir, Path(cfg["results_dir"]), ctx):
+        if resume and _already_done(run_dir, say):  # it may have finished while we waited for the lock
+            return run_dir
+        if not resume and ctx.is_main:
+            lifecycle.clear(run_dir)
+        summary = rundir.read_summary(run_dir)
+        changed = lifecycle.resumable_changes(run_dir, cfg, summary)
+        say(f"optbench: run directory {run_dir}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""),
+            flush=True)
+        trainer = _build_trainer(cfg, run_dir, device, ctx, say)
+        status = _fit_and_record(trainer, cfg, ctx, lifecycle.RunRecord(run_dir, cfg, summary, changed))
     if ctx.is_main:
         final = trainer.metrics_log.rows()[-1]
         say(f"optbench: {status} after epoch {trainer.epoch}: " + ", ".join(
@@ -339,12 +396,12 @@ def _run(cfg: Mapping, ctx: distributed.Context, device: torch.device) -> Path:
     return run_dir
 
 
-def _prepare_run_dir(run_dir: Path, cfg: Mapping, ctx: distributed.Context) -> None:
-    if ctx.is_main:
-        if not cfg.get("resume", True) and run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    distributed.barrier(ctx)
+def _already_done(run_dir: Path, say) -> bool:
+    summary = rundir.read_summary(run_dir)
+    if summary and summary.get("status") in lifecycle.DONE:
+        say(f"optbench: already {summary['status']}, not redone: {run_dir}")
+        return True
+    return False
 
 
 def _build_trainer(cfg: Mapping, run_dir: Path, device: torch.device, ctx: distributed.Context, say) -> Trainer:
@@ -355,31 +412,63 @@ def _build_trainer(cfg: Mapping, run_dir: Path, device: torch.device, ctx: distr
     trainer = Trainer(cfg, task, optimizer, run_dir, device, ctx)
     checkpoint = checkpoints.load_checkpoint(run_dir, map_location=device)
     if checkpoint is not None:
+        if not trainer.metrics_log.rows():
+            raise RunStoreError(f"{run_dir}: {rundir.METRICS} is missing or empty but {rundir.CHECKPOINT} is at epoch "
+                                f"{checkpoint['epoch']}; restore {rundir.METRICS}, or pass resume=false to start the "
+                                "run over (the checkpoint alone cannot rebuild the log)")
         trainer.load_state_dict(checkpoint)
-        say(f"optbench: resuming from epoch {trainer.epoch} (step {trainer.step})", flush=True)
+        where = f"epoch {trainer.epoch} (step {trainer.step})"
+        say(f"optbench: resuming from {where}" + (" mid-epoch" if trainer.resumed_partial else ""), flush=True)
     elif ctx.is_main:  # a fresh start: drop logs of an attempt that died before its first checkpoint
         for name in (rundir.METRICS, rundir.STEPS):
             (run_dir / name).unlink(missing_ok=True)
         trainer.metrics_log.fields, trainer.steps_log.fields = [], []
+    if ctx.is_main and not (run_dir / rundir.CONFIG).exists():  # the config the run starts with, kept as it was
+        OmegaConf.save(OmegaConf.create(cfg), run_dir / rundir.CONFIG)
     distributed.barrier(ctx)  # nobody writes before every process has read the checkpoint
     return trainer
 
 
-def _fit_and_record(trainer: Trainer, cfg: Mapping, ctx: distributed.Context) -> str:
-    """trainer.fit() with summary.json kept up to date (running, then the outcome)."""
-    started = time.time()
-    if ctx.is_main:
-        OmegaConf.save(OmegaConf.create(cfg), trainer.run_dir / rundir.CONFIG)
-        rundir.write_json(trainer.run_dir / rundir.SUMMARY, _summary(trainer, "running", started, cfg))
-    try:
-        status = trainer.fit()
-    except Exception as err:
-        if ctx.is_main:
-            rundir.write_json(trainer.run_dir / rundir.SUMMARY, _summary(trainer, "failed", started, cfg, repr(err)))
-        raise
-    finally:
-        if trainer.tensorboard is not None:
-            trainer.tensorboard.close()
-    if ctx.is_main:
-        rundir.write_json(trainer.run_dir / rundir.SUMMARY, _summary(trainer, status, started, cfg))
+def _fit_and_record(trainer: Trainer, cfg: Mapping, ctx: distributed.Context, record: lifecycle.RunRecord) -> str:
+    """trainer.fit() under a graceful stop, with summary.json kept true (running, then the outcome)."""
+    write = record.write if ctx.is_main else (lambda *a, **k: None)
+    write("running", _progress(trainer))
+    with GracefulStop() as stop:
+        trainer.stop = stop
+        try:
+            status = trainer.fit()
+        except OSError as err:  # a full disk, a vanished mount: the last checkpoint is intact
+            problem = f"cannot write {err.filename or 'the run directory'}: {err.strerror or err}"
+            _write_quietly(write, "failed", _progress(trainer), error=problem)
+            raise RunStoreError(f"{problem}; the run resumes from its last checkpoint once that is fixed") from None
+        except KeyboardInterrupt:
+            _write_quietly(write, "interrupted", _progress(trainer), reason="stopped at once by a second signal")
+            raise
+        except Exception as err:
+            _write_quietly(write, "failed", _progress(trainer), error=repr(err))
+            raise
+        finally:
+            if trainer.tensorboard is not None:
+                trainer.tensorboard.close()
+        write(status, _progress(trainer), **_reason(trainer, status, stop))
+        if status == "interrupted":
+            stop.pass_on()
+            raise RunInterrupted(stop.signum, f"stopped by {signal.Signals(stop.signum).name} at step "
+                                 f"{trainer.step}; checkpoint and logs written, re-run the same command to resume")
     return status
+
+
+def _write_quietly(write, *args, **kwargs) -> None:
+    """Record a failure if the disk allows; the error being reported matters more than the summary."""
+    try:
+        write(*args, **kwargs)
+    except OSError:
+        pass
+
+
+def _reason(trainer: Trainer, status: str, stop: GracefulStop) -> dict:
+    if status == "diverged":
+        return {"reason": f"the training loss became non-finite by step {trainer.diverged_at}"}
+    if status == "interrupted":
+        return {"reason": f"stopped by {signal.Signals(stop.signum).name} at step {trainer.step}"}
+    return {}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optbench.data.errors import DatasetNotFoundError
+from optbench.data.errors import DatasetError, DatasetNotFoundError, reading
 
 # name -> (folder, training files, test files, label key, torchvision class)
 LAYOUTS = {
@@ -29,16 +29,17 @@ _URLS = {"cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
 def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     """One pickle file -> (uint8 [N, 32, 32, 3], int64 [N]). Accepts the original Python 2 pickles (bytes keys)
     and re-pickled ones (str keys)."""
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
-    entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+    with reading(path, "delete the dataset folder and fetch it again"):
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
     if "data" not in entry or label_key not in entry:
-        raise ValueError(f"{path} is not a CIFAR batch: expected keys 'data' and {label_key!r}, "
+        raise DatasetError(f"{path} is not a CIFAR batch: expected keys 'data' and {label_key!r}, "
                          f"found {sorted(entry)}")
     data = np.asarray(entry["data"], dtype=np.uint8)
     labels = np.asarray(entry[label_key], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-        raise ValueError(f"{path}: data of shape {data.shape} with {len(labels)} labels; expected [N, 3072] and N")
+        raise DatasetError(f"{path}: data of shape {data.shape} with {len(labels)} labels; expected [N, 3072] and N")
     # rows hold the red, green and blue 32x32 planes one after the other
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 

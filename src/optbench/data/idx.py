@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optbench.data.errors import DatasetNotFoundError
+from optbench.data.errors import DatasetError, DatasetNotFoundError, reading
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -33,16 +33,18 @@ _SOURCES = {
 
 def read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    with reading(path):
+        with opener(path, "rb") as f:
+            data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number); delete it and fetch it again")
+        raise DatasetError(f"{path} is not an IDX file (bad magic number); delete it and fetch it again")
     dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - offset != expected:
-        raise ValueError(f"{path} is truncated: {len(data) - offset} bytes of data, expected {expected}")
+        raise DatasetError(f"{path} is truncated: {len(data) - offset} bytes of data, expected {expected}; delete it "
+                           "and fetch it again")
     return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
 
 

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import torch
 
-from optbench.data.errors import DatasetNotFoundError
+from optbench.data.errors import DatasetNotFoundError, reading
 
 EOS, UNK = "<eos>", "<unk>"
 SPLITS = ("train", "valid", "test")
@@ -83,7 +83,7 @@ class Corpus:
 def word_tokens(path: Path) -> list[str]:
     """Whitespace-split words of every line, each line closed by <eos>."""
     tokens: list[str] = []
-    with open(path, encoding="utf-8") as f:
+    with reading(path, "it must be UTF-8 text"), open(path, encoding="utf-8") as f:
         for line in f:
             tokens.extend(line.split())
             tokens.append(EOS)
@@ -120,7 +120,8 @@ def load_char_corpus(data_dir: str | Path, fractions: tuple[float, float] = (0.9
     path = Path(data_dir).expanduser() / folder / name
     if not path.is_file():
         raise DatasetNotFoundError("tinyshakespeare", path, how)
-    text = path.read_text(encoding="utf-8")
+    with reading(path, "it must be UTF-8 text"):
+        text = path.read_text(encoding="utf-8")
     vocab = Vocabulary(sorted(set(text)))
     ids = vocab.encode(list(text))
     n_train = int(len(ids) * fractions[0])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import yaml
 
-from optbench import rundir
+from optbench import rundir, runlock
 
 BANDS = ("minmax", "std", "none")
 
@@ -104,7 +103,8 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self.summary.get("status", "unknown")
+        """The summary's status; 'interrupted' for a 'running' run whose process is gone (nobody holds its lock)."""
+        return runlock.effective_status(self.path, self.summary) if self.summary else "unknown"
 
     @property
     def metrics(self) -> dict[str, np.ndarray]:
@@ -152,10 +152,7 @@ def load_runs(results_dir: str | Path, task: str | None = None, optims: Iterable
             continue
         if not path.name[4:].isdigit():
             continue
-        try:
-            summary = json.loads((path / rundir.SUMMARY).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            summary = {}
+        summary = rundir.read_summary(path) or {}
         runs.append(Run(path, task_dir.name, optim_dir.name, variant_dir.name, int(path.name[4:]), summary))
     return runs
 

@@ -65,6 +65,18 @@ class LanguageModeling(Task):
         self._tokens = 0
         self._train_evaluated = False
 
+    def state_dict(self) -> dict:
+        """Mid-epoch state (a checkpoint written when a run is stopped inside an epoch): the hidden state carried
+        into the next window and the running training cross-entropy."""
+        return {"state": self.state, "ce_sum": self._ce_sum, "tokens": self._tokens,
+                "train_evaluated": self._train_evaluated}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.state, self._tokens = state["state"], int(state["tokens"])
+            self._ce_sum = state["ce_sum"].to(self._ce_sum)
+            self._train_evaluated = bool(state["train_evaluated"])
+
     def train_batches(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return bptt_windows(self.train_data, self.bptt, generator if self.bptt_jitter else None)
 

@@ -13,7 +13,6 @@ it through the ordinary trainer, and an "epoch" is ``steps_per_epoch`` online st
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
