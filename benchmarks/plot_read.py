@@ -1,5 +1,5 @@
-"""How fast the plotter reads run logs: optbench.plot.runs._read_columns (numpy's C parser, tolerant fallback)
-against the row-by-row csv.DictReader reader it replaced, on the same synthetic steps.csv in the same process.
+"""How fast run logs are read: optbench.results.read_log (pandas' C parser, which the plotter and the results
+API use) against a row-by-row csv.DictReader reader, on the same synthetic steps.csv in the same process.
 
 A full hypergrad grid logs about 7.8k steps.csv rows per VGG run (200 epochs x 391 steps / log_every 10) over
 hundreds of runs, so reading dominates `python -m optbench.plot` there.
@@ -9,13 +9,27 @@ hundreds of runs, so reading dominates `python -m optbench.plot` there.
 from __future__ import annotations
 
 import argparse
+import csv
+import math
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from optbench.plot.runs import _read_columns, read_columns_rowwise
+from optbench.results import read_log
+
+
+def read_log_frame(path: Path) -> dict[str, np.ndarray]:
+    frame = read_log(path)
+    return {name: frame[name].to_numpy(dtype=float) for name in frame.columns}
+
+
+def read_rowwise(path: Path) -> dict[str, np.ndarray]:
+    """The baseline: every row a dict, every cell converted by hand (blank -> NaN)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: np.array([float(r[key]) if r[key] else math.nan for r in rows]) for key in rows[0]}
 
 
 def write_steps(path: Path, rows: int) -> None:
@@ -44,13 +58,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "steps.csv"
         write_steps(path, args.rows)
-        fast, slow = _read_columns(path), read_columns_rowwise(path)
+        fast, slow = read_log_frame(path), read_rowwise(path)
         assert fast.keys() == slow.keys() and all(np.array_equal(fast[k], slow[k], equal_nan=True) for k in fast)
-        t_fast = best_time(_read_columns, path, args.repeat)
-        t_slow = best_time(read_columns_rowwise, path, args.repeat)
+        t_fast = best_time(read_log_frame, path, args.repeat)
+        t_slow = best_time(read_rowwise, path, args.repeat)
     print(f"steps.csv with {args.rows} rows (best of {args.repeat}):")
     print(f"  csv.DictReader row by row (baseline): {t_slow * 1e3:8.1f} ms")
-    print(f"  _read_columns (numpy loadtxt):        {t_fast * 1e3:8.1f} ms")
+    print(f"  results.read_log (pandas):            {t_fast * 1e3:8.1f} ms")
     print(f"  speedup: {t_slow / t_fast:.2f}x")
 
 

@@ -24,10 +24,10 @@ from optbench.train import run
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 QUICK = ["task=digits_mlp", "task.model_kwargs.hidden=[64]", "optim=adam", "task.epochs=3", "device=cpu",
-         "trainer.log_every=5"]
+         "trainer.log_every=5", "trainer.keep=all"]  # keep=all: interrupted_copy needs checkpoint.prev.pth
 # a few seconds of training on one thread: long enough to be caught mid-run
 SLOW = ["task=digits_mlp", "task.model_kwargs.hidden=[1024,1024]", "task.batch_size=16", "optim=adam",
-        "task.epochs=4", "device=cpu", "trainer.log_every=5"]
+        "task.epochs=4", "device=cpu", "trainer.log_every=5", "trainer.keep=all"]
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -76,6 +76,14 @@ def test_every_baseline_optimizer_runs(optim, tmp_path):
     assert json.loads((run(cfg) / "summary.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.parametrize("keep, files", [("last", {"checkpoint.pth", "best.pth"}), ("best", {"best.pth"}),
+                                         ("all", {"checkpoint.pth", "checkpoint.prev.pth", "best.pth"})])
+def test_trainer_keep_decides_which_checkpoints_a_finished_run_keeps(keep, files, tmp_path):
+    run_dir = run(compose("task.epochs=2", f"trainer.keep={keep}", f"results_dir={tmp_path}", "device=cpu",
+                          "task.model_kwargs.hidden=[16]"))
+    assert {p.name for p in run_dir.glob("*.pth")} == files
+
+
 def test_finished_run_is_not_redone(tmp_path, capsys):
     cfg = compose("task.epochs=1", f"results_dir={tmp_path}", "device=cpu")
     run_dir = run(cfg)
@@ -164,7 +172,7 @@ def test_missing_dataset_names_the_path_and_how_to_get_it(tmp_path):
 
 
 def test_corrupt_checkpoint_falls_back_then_errors(tmp_path):
-    cfg = compose("task.epochs=2", f"results_dir={tmp_path}", "device=cpu")
+    cfg = compose("task.epochs=2", f"results_dir={tmp_path}", "device=cpu", "trainer.keep=all")
     run_dir = run(cfg)
     (run_dir / "summary.json").unlink()  # pretend it was killed
     (run_dir / "checkpoint.pth").write_bytes(b"garbage")

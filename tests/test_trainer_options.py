@@ -50,7 +50,7 @@ def test_mixed_precision_trains_and_keeps_the_scaler_in_the_checkpoint(amp, tmp_
 def test_fp16_run_resumes_exactly(tmp_path):
     """Resume from the epoch-2 checkpoint (checkpoint.prev.pth of a finished 3-epoch run): the grad scaler's
     state comes back with it, so the third epoch is the same."""
-    args = [*TINY_MLP, "optim=adam", "trainer.amp=fp16", "task.epochs=3"]
+    args = [*TINY_MLP, "optim=adam", "trainer.amp=fp16", "task.epochs=3", "trainer.keep=all"]
     whole = run(compose(*args, f"results_dir={tmp_path / 'whole'}"))
     copy = tmp_path / "copy" / whole.relative_to(tmp_path / "whole")
     shutil.copytree(whole, copy)

@@ -14,6 +14,7 @@ from optbench.schedules import SCHEDULES
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16", "fp16")
+KEEP = ("last", "best", "all")
 
 
 def _number(key: str, value: Any) -> float:
@@ -48,6 +49,25 @@ def check_optim(cfg: Mapping) -> None:
     except ValueError as err:
         raise ConfigError(f"optim.{err}") from None
     check_schedule("optim.lr_schedule", optim.get("lr_schedule") or {})
+    check_schedule_has_effect(cfg)
+
+
+# schedule settings, and the schedules that read them
+_SCHEDULE_KEYS = {"milestones": ("step",), "lr_decay": ("step", "exponential"), "min_factor": ("cosine",)}
+
+
+def check_schedule_has_effect(cfg: Mapping) -> None:
+    """An lr_schedule override that the run's schedule never reads is a mistake, not a new run directory
+    (``optim.lr_schedule.lr_decay=0.5`` under a constant schedule)."""
+    from optbench.run_config import schedule_config
+
+    schedule, task = schedule_config(cfg), cfg["task"].get("lr_schedule") or {}
+    name = schedule.get("name") or "constant"
+    for key, readers in _SCHEDULE_KEYS.items():
+        value = (cfg["optim"].get("lr_schedule") or {}).get(key)
+        if value is not None and value != task.get(key) and name not in readers:
+            raise ConfigError(f"optim.lr_schedule.{key}={value!r} has no effect: the schedule is {name!r}, and "
+                              f"only {' or '.join(readers)} reads {key}; set optim.lr_schedule.name too")
 
 
 def check_schedule(prefix: str, schedule: Mapping) -> None:
@@ -82,6 +102,12 @@ def check_run(cfg: Mapping) -> None:
     if device.split(":")[0] not in DEVICES:
         raise ConfigError(f"device={device!r} is not known; valid: {', '.join(DEVICES)} (or cuda:N)")
     _int_at_least("trainer.log_every", trainer.get("log_every"), 1)
+    if trainer.get("keep", "last") not in KEEP:
+        raise ConfigError(f"trainer.keep={trainer.get('keep')!r} is not known; valid: {', '.join(KEEP)}")
+    if trainer.get("threads", "auto") != "auto":
+        _int_at_least("trainer.threads", trainer.get("threads"), 1)
+    if trainer.get("progress", "auto") not in ("auto", True, False, "none"):
+        raise ConfigError(f"trainer.progress={trainer.get('progress')!r} is not known; valid: auto, true, false, none")
     _int_at_least("trainer.staleness", trainer.get("staleness", 0), 0)
     if trainer.get("amp", "none") not in AMP_MODES:
         raise ConfigError(f"trainer.amp={trainer.get('amp')!r} is not known; valid: {', '.join(AMP_MODES)}")

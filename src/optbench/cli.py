@@ -10,11 +10,25 @@ import sys
 import warnings
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 # configs/hydra/launcher/joblib.yaml deliberately shares its name with the plugin's schema, which validates it;
 # Hydra 1.3 warns about that pattern on every start.
 warnings.filterwarnings("ignore", message="(?s).*is validated against ConfigStore schema with the same name.*")
+
+
+
+
+def _choices(group: str) -> str:
+    """The configs of a group, for the help text (figure/ and table/ hold plotter specs, not run choices)."""
+    from optbench.run_config import config_dir
+
+    folder = config_dir() / group
+    return ", ".join(sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml")))
+
+
+if not OmegaConf.has_resolver("optbench_choices"):
+    OmegaConf.register_new_resolver("optbench_choices", _choices)
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")

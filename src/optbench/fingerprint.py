@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 # where a run executes, not what it computes
 FREE_KEYS = ("device", "data_dir", "results_dir", "resume", "tensorboard", "log_weight_norm", "hydra",
-             "trainer.progress", "trainer.compile", "trainer.channels_last", "task.download",
+             "trainer.progress", "trainer.threads", "trainer.keep", "trainer.compile", "trainer.channels_last", "task.download",
              "task.eval_batch_size")
 
 

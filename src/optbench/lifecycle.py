@@ -68,6 +68,14 @@ def clear(run_dir: Path) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def prune(run_dir: Path, keep: str) -> None:
+    """trainer.keep, once a run has finished: last keeps checkpoint.pth and best.pth, best only best.pth, all
+    every file (checkpoint.prev.pth only matters while a run can still be interrupted)."""
+    drop = {"last": [rundir.PREVIOUS_CHECKPOINT], "best": [rundir.PREVIOUS_CHECKPOINT, rundir.CHECKPOINT]}
+    for name in drop.get(keep, []):
+        (run_dir / name).unlink(missing_ok=True)
+
+
 def resumable_changes(run_dir: Path, cfg: Mapping, summary: dict | None) -> dict[str, list]:
     """Check that ``cfg`` may resume the run in ``run_dir`` (the keys that change the math or the logs'
     meaning are those it started with); returns the free keys that differ, {key: [then, now]}."""

@@ -12,11 +12,15 @@ as forward, backward, update, log:
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from typing import Any, Iterator
 
 import torch
 
 from optbench import distributed
+
+_log = logging.getLogger("optbench")
 
 
 class Precision:
@@ -125,15 +129,18 @@ def to_float(value: Any) -> float:
 
 
 class Progress:
-    """A tqdm bar per epoch when enabled, else nothing."""
+    """Progress of a run: a tqdm bar per epoch on a terminal; elsewhere (a log file, a batch job) one log line per
+    epoch (epoch, loss, validation metric, lr, it/s, ETA) through ``logging``, which Hydra sends to stdout."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(self, bar: bool, lines: bool = True) -> None:
+        self.bar_enabled, self.lines = bar, lines and not bar
         self._bar = None
+        self._started = time.perf_counter()
+        self._steps_done = self._epochs_done = 0
 
     @contextlib.contextmanager
     def epoch(self, epoch: int, epochs: int, steps: int) -> Iterator["Progress"]:
-        if self.enabled:
+        if self.bar_enabled:
             from tqdm import tqdm
 
             self._bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", leave=False)
@@ -145,9 +152,27 @@ class Progress:
                 self._bar = None
 
     def advance(self) -> None:
+        self._steps_done += 1
         if self._bar is not None:
             self._bar.update()
 
     def show(self, step: int, loss: float) -> None:
         if self._bar is not None:
             self._bar.set_postfix(step=step, loss=f"{loss:.4g}")
+
+    def epoch_done(self, epoch: int, epochs: int, row: dict, metric: str) -> None:
+        """The line of a finished epoch (outside a terminal)."""
+        if not self.lines:
+            return
+        self._epochs_done += 1
+        elapsed = time.perf_counter() - self._started
+        rate = self._steps_done / elapsed if elapsed > 0 else 0.0
+        eta = elapsed / self._epochs_done * (epochs - epoch)
+        shown = [f"{key}={row[key]:.4g}" for key in ("train_loss", "val_loss", f"val_{metric}", "lr")
+                 if isinstance(row.get(key), (int, float))]
+        _log.info("epoch %d/%d: %s, %.0f it/s, ETA %s", epoch, epochs, " ".join(shown), rate, _duration(eta))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

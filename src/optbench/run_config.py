@@ -3,6 +3,8 @@ schedule settings a run actually uses, and the default config its variant name i
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,7 +29,13 @@ def compose_config(overrides: list[str]) -> dict[str, Any]:
 
 def default_run_config(cfg: Mapping) -> dict[str, Any]:
     """The composed config of the same task and optimizer with nothing overridden (for the variant name)."""
-    return compose_config([f"task={cfg['task']['name']}", f"optim={cfg['optim']['name']}"])
+    return copy.deepcopy(_default_config(cfg["task"]["name"], cfg["optim"]["name"]))
+
+
+@functools.lru_cache(maxsize=256)
+def _default_config(task: str, optim: str) -> dict[str, Any]:
+    """Composed once per process and pair: a sweep's seeds share it (a composition costs about 0.3 s)."""
+    return compose_config([f"task={task}", f"optim={optim}"])
 
 
 def optimizer_config(cfg: Mapping) -> dict[str, Any]:

@@ -31,6 +31,9 @@ OWNER = ".owner"  # who holds the lock (pid, host, since), written by the holder
 
 # trainer settings that change the math, and so belong in the variant name
 VARIANT_TRAINER_KEYS = ("staleness", "grad_clip", "amp")
+# optimizer keys that take the task's value unless the optimizer config sets its own (configs/config.yaml)
+_FOLLOWS_TASK = ("weight_decay", "lr_schedule.name", "lr_schedule.milestones", "lr_schedule.lr_decay",
+                 "lr_schedule.min_factor")
 # task keys that never change the math
 _NON_VARIANT_TASK_KEYS = ("download", "eval_batch_size")
 
@@ -65,11 +68,15 @@ def variant_name(cfg: Mapping, defaults: Mapping) -> str:
     too long, or whose characters had to be replaced, ends in a hash of the whole variant, so two configs that
     differ anywhere never share a directory."""
     parts = []
+    task = _flatten(cfg.get("task", {}))
     for section, prefix, skip in (("optim", "", ("name",)), ("task", "task.", ("name",) + _NON_VARIANT_TASK_KEYS)):
         new, old = _flatten(cfg.get(section, {})), _flatten(defaults.get(section, {}))
         for key in sorted(set(new) | set(old)):
-            if key.split(".")[0] not in skip and new.get(key) != old.get(key):
-                parts.append(f"{prefix}{key}={_fmt(new.get(key))}")
+            if key.split(".")[0] in skip or new.get(key) == old.get(key):
+                continue
+            if section == "optim" and key in _FOLLOWS_TASK and new.get(key) == task.get(key):
+                continue  # the optimizer follows the task's setting: the task.* part names the change
+            parts.append(f"{prefix}{key}={_fmt(new.get(key))}")
     trainer, trainer_defaults = cfg.get("trainer", {}), defaults.get("trainer", {})
     parts += [f"trainer.{key}={_fmt(trainer.get(key))}" for key in VARIANT_TRAINER_KEYS
               if trainer.get(key) != trainer_defaults.get(key)]

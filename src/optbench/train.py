@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from optbench import checkpoints, distributed, lifecycle, rundir
+from optbench import checkpoints, distributed, lifecycle, rundir, threads
 from optbench.checks import check_run
 from optbench.errors import ConfigError, RunInterrupted, RunLockedError, RunStoreError
 from optbench.interrupts import GracefulStop
@@ -79,7 +79,8 @@ class Trainer:
         self.scale_invariant = self._scale_invariant_weights() if cfg.get("log_weight_norm") else []
         self.tensorboard = self._tensorboard() if cfg.get("tensorboard") and ctx.is_main else None
         progress = trainer.get("progress", "auto")
-        self.progress = Progress(ctx.is_main and (sys.stderr.isatty() if progress == "auto" else bool(progress)))
+        bar = sys.stderr.isatty() if progress == "auto" else bool(progress)
+        self.progress = Progress(ctx.is_main and bar, lines=ctx.is_main and progress != "none")
 
     def _prepare_model(self, trainer: Mapping) -> None:
         """channels_last, SyncBatchNorm, torch.compile and DistributedDataParallel, in that order."""
@@ -322,6 +323,8 @@ class Trainer:
         if outcome == "done":
             row.update(self.evaluate(("val", "test")))
         self.log_epoch(row)
+        metric = next((m for m in self.task.metric_names), "loss")
+        self.progress.epoch_done(self.epoch, self.epochs, row, metric)
         return outcome
 
 
@@ -408,6 +411,7 @@ def _build_trainer(cfg: Mapping, run_dir: Path, device: torch.device, ctx: distr
     """Task, optimizer and trainer, resumed from the run directory's checkpoint when there is one."""
     torch.manual_seed(int(cfg["seed"]))
     task = build_task(cfg["task"], cfg["data_dir"], device)
+    threads.apply(cfg["trainer"].get("threads", "auto"), task.model, device)
     optimizer = build_optimizer(task.model.parameters(), optimizer_config(cfg))
     trainer = Trainer(cfg, task, optimizer, run_dir, device, ctx)
     checkpoint = checkpoints.load_checkpoint(run_dir, map_location=device)
@@ -451,6 +455,8 @@ def _fit_and_record(trainer: Trainer, cfg: Mapping, ctx: distributed.Context, re
             if trainer.tensorboard is not None:
                 trainer.tensorboard.close()
         write(status, _progress(trainer), **_reason(trainer, status, stop))
+        if status == "finished" and ctx.is_main:
+            lifecycle.prune(trainer.run_dir, cfg["trainer"].get("keep", "last"))
         if status == "interrupted":
             stop.pass_on()
             raise RunInterrupted(stop.signum, f"stopped by {signal.Signals(stop.signum).name} at step "

@@ -1,7 +1,16 @@
-"""`python -m optbench.plot figure=NAME table=NAME [results_dir=DIR] [plots_dir=plots]`: a paper's figures
-(configs/figure/NAME.yaml -> plots/NAME/*.{png,pdf}) and/or tables (configs/table/NAME.yaml ->
-plots/tables/NAME.{md,tex}); NAME may be a list (figure=[a,b]) or a path to a spec file. Without figure/table: metric-vs-epoch
-curves for every task found, `[task=NAME] [metrics=[train_loss,val_acc]] [optims=[a,b]] [out=plots/NAME]`."""
+"""optbench's plotter: run directories -> figures and tables.
+
+  python -m optbench.plot figure=NAME [results_dir=DIR] [plots_dir=plots]
+      a paper's figures: configs/figure/NAME.yaml -> plots/NAME/*.{{png,pdf}}   (figures: {figures})
+  python -m optbench.plot table=NAME [results_dir=DIR] [plots_dir=plots]
+      a paper's tables: configs/table/NAME.yaml -> plots/tables/NAME.{{md,tex}}  (tables: {tables})
+  python -m optbench.plot ranking=true task=NAME [results_dir=results] [out=plots/NAME]
+      every optimizer on one task ranked by final validation loss, with curves by family (the quickstart's)
+  python -m optbench.plot [task=NAME] [metrics=[train_loss,val_acc]] [optims=[a,b]] [out=plots/NAME]
+      metric-vs-epoch curves, one figure per task found (tasks: {tasks})
+
+NAME may be a list (figure=[a,b]) or a path to a spec file. A one-line table of any runs:
+python -m optbench.summary results_dir=DIR."""
 
 from __future__ import annotations
 
@@ -14,8 +23,33 @@ from optbench.plot.curves import compare_figure
 from optbench.plot.runs import group_runs, load_runs
 from optbench.plot.specs import SpecError, load_figure_spec, load_table_spec
 
-DEFAULTS = {"figure": None, "table": None, "results_dir": None, "task": None, "optims": None,
+DEFAULTS = {"figure": None, "table": None, "ranking": False, "results_dir": None, "task": None, "optims": None,
             "metrics": ["train_loss", "val_loss", "val_acc"], "out": None, "plots_dir": "plots"}
+
+
+def help_text() -> str:
+    from optbench.run_config import config_dir
+
+    def names(group: str) -> str:
+        return ", ".join(sorted(p.stem for p in (config_dir() / group).glob("*.yaml")))
+
+    return (__doc__ or "").format(figures=names("figure"), tables=names("table"), tasks=names("task"))
+
+
+def _ranking(args) -> int:
+    from optbench import results
+    from optbench.plot.ranking import ranking_figure
+
+    if not args.task:
+        print("ranking=true needs task=NAME", file=sys.stderr)
+        return 2
+    metrics = results.load(args.results_dir or "results", task=args.task, optim=args.optims)
+    if metrics.empty:
+        print(f"no runs of task {args.task} under {args.results_dir or 'results'}", file=sys.stderr)
+        return 1
+    for path in ranking_figure(metrics, args.task, Path(args.out or Path(args.plots_dir) / args.task)):
+        print(f"wrote {path}")
+    return 0
 
 
 def _figure(name: str, args) -> None:
@@ -58,12 +92,17 @@ def _curves(args) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(help_text())
+        return 0
     unknown = [a.split("=")[0] for a in argv if a.split("=")[0] not in DEFAULTS]
     if unknown:
-        print(f"unknown argument {unknown[0]!r}; valid: {', '.join(DEFAULTS)}", file=sys.stderr)
+        print(f"unknown argument {unknown[0]!r}; valid: {', '.join(DEFAULTS)} (--help for more)", file=sys.stderr)
         return 2
     args = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
     figures, tables = _names(args.figure), _names(args.table)
+    if args.ranking:
+        return _ranking(args)
     if not figures and not tables:
         return _curves(args)
     try:

@@ -46,8 +46,13 @@ def compare_figure(groups: Sequence[RunGroup], metrics: Sequence[str], title: st
     fig.tight_layout()
     if handles:  # beside the panels, so a long list of optimizers never hides a curve
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    return save_figure(fig, out)
+
+
+def save_figure(fig, out: Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """out.png and out.pdf (the tight box keeps legends placed outside the panels); closes the figure."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
+    paths = [out.with_suffix(f".{fmt}") for fmt in formats]
     for path in paths:
         fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)

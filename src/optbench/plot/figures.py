@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import LogFormatterSciNotation, NullFormatter  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
+from optbench.plot.curves import save_figure  # noqa: E402
 from optbench.plot.measures import counted, higher_is_better, time_to_target  # noqa: E402
 from optbench.plot.runs import Run, RunGroup, group_runs, lookup  # noqa: E402
 from optbench.plot.smoothing import smoother  # noqa: E402
@@ -273,15 +274,6 @@ def _legend(fig, axes, where: str) -> None:
     else:
         fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=min(len(handles), 6), fontsize=7,
                    bbox_to_anchor=(0.5, 0.0))  # below the panels; save_figure's tight box keeps it
-
-
-def save_figure(fig, out: Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_suffix(f".{fmt}") for fmt in formats]
-    for path in paths:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return paths
 
 
 def draw_all(fig_file: FigureFile, runs: Sequence[Run], plots_dir: Path) -> list[Path]:

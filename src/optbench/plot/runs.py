@@ -1,4 +1,4 @@
-"""Reading run directories and aggregating seeds.
+"""Run directories as the figures and tables see them, and the aggregation over seeds.
 
 A run directory is ``<results_dir>/<task>/<optim>/<variant>/seed<N>/``; a group is the runs that differ only in
 seed. Runs of a group may have different lengths (one diverged, one still running): the aggregate at an x uses
@@ -8,9 +8,6 @@ half-written summary.json reads as status 'unknown', a cell that is not a number
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,53 +17,16 @@ import numpy as np
 import yaml
 
 from optbench import rundir, runlock
+from optbench.results import read_log, same_value
 
 BANDS = ("minmax", "std", "none")
 
 
-def _number(cell: str | None) -> float:
-    try:
-        return float(cell) if cell not in ("", None) else math.nan
-    except ValueError:  # a row cut off mid-write
-        return math.nan
-
-
-def _fill_blanks(body: str) -> str:
-    """Blank cells (a column that appeared after the row was written) -> 'nan', for numpy's parser."""
-    body = "\n" + body.strip("\n") + "\n"
-    body = body.replace(",,", ",nan,").replace(",,", ",nan,")  # twice: ',,,' overlaps
-    return body.replace(",\n", ",nan\n").replace("\n,", "\nnan,")
-
-
-def read_columns_rowwise(path: Path) -> dict[str, np.ndarray]:
-    """Tolerant reader: any row shape, any cell (non-numbers -> NaN)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    keys = [k for k in (rows[0].keys() if rows else ()) if k is not None]
-    return {key: np.array([_number(r.get(key)) for r in rows]) for key in keys}
-
-
 def _read_columns(path: Path) -> dict[str, np.ndarray]:
-    """A CSV log as float columns. The common case (complete rows of numbers, blanks for columns that appeared
-    later) goes through numpy's C parser, about 2x faster on the long steps.csv of a big sweep; anything
-    else (a row cut off mid-write) falls back to the tolerant reader."""
-    if not path.exists():
-        return {}
-    text = path.read_text()  # universal newlines: the csv module's \r\n arrive as \n
-    header, _, body = text.partition("\n")
-    names = header.strip().split(",")
-    if not body.strip():  # no rows yet
-        return {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # a ragged row must not pass as a shorter table
-            values = np.loadtxt(io.StringIO(_fill_blanks(body)), delimiter=",", ndmin=2,
-                                dtype=float)
-        if values.shape[1] == len(names):
-            return {name: values[:, i] for i, name in enumerate(names)}
-    except (ValueError, UserWarning):
-        pass
-    return read_columns_rowwise(path)
+    """A CSV log as float columns, read by pandas (optbench.results.read_log): blanks of columns that appeared
+    later are NaN, a half-written last line is dropped; {} for a missing or empty log."""
+    frame = read_log(path)
+    return {} if frame.empty else {name: frame[name].to_numpy(dtype=float) for name in frame.columns}
 
 
 def lookup(config: Mapping, dotted: str, default: Any = None) -> Any:
@@ -77,16 +37,6 @@ def lookup(config: Mapping, dotted: str, default: Any = None) -> Any:
             return default
         node = node[key]
     return node
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Config equality that forgives float formatting (1e-3 written as 0.001) and tuples vs lists."""
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
-            and not isinstance(b, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
-    return a == b
 
 
 @dataclass
