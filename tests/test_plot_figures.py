@@ -54,8 +54,9 @@ def test_hypergrad_grid_puts_each_curve_in_its_axes(hypergrad_results):
     grid_spec = next(f for f in spec.figures if f.name == "grid")
     fig = draw_figure(spec, grid_spec, load_runs(hypergrad_results))
     axes = _grid(fig, 3, 3)
-    assert [ax.get_title() for ax in axes[0]] == ["Logistic regression", "Multi-layer perceptron",
-                                                   "VGG-16 (CIFAR-10)"]
+    # the QUICK miniatures stand in for the paper's tasks, and the titles say so
+    assert [ax.get_title() for ax in axes[0]] == ["Logistic regression [digits_logreg]",
+                                                   "Multi-layer perceptron [digits_mlp]", "VGG-16 (CIFAR-10)"]
     assert [ax.get_ylabel() for ax in axes[:, 0]] == ["alpha (epoch mean)", "training loss", "validation loss"]
     assert [ax.get_yscale() for ax in axes[:, 0]] == ["linear", "log", "log"]
 
@@ -151,8 +152,10 @@ def test_sensitivity_panel_counts_iterations_to_the_threshold(tmp_path):
     assert curve.get_label() == "sgd_hd (≤ 1)" and list(curve.get_xdata()) == sorted(speeds)
     np.testing.assert_allclose(curve.get_ydata(), expected)
     assert np.isnan(expected[0]) and not np.isnan(expected[1:]).any()
-    missed = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    missed = [line for line in ax.get_lines() if line.get_marker() == "^"]  # never reached (not diverged: x)
     assert len(missed) == 1 and list(missed[0].get_xdata()) == [1e-4]
+    assert not [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert ax.get_xlabel() == "learning rate (optim.lr)"
     assert ax.get_xscale() == "log"
 
 

@@ -197,3 +197,43 @@ def test_table_spec_mistakes_and_command_line(results, spec, tmp_path):
 
 def spec_path(tmp_path, spec):
     return tmp_path / "table.yaml"
+
+
+def test_profile_colours_are_the_figures_colours(results, tmp_path, monkeypatch):
+    """A table whose labels come from a figure spec draws its profile in that figure's colours and styles,
+    with the legend beside the axes."""
+    import matplotlib.pyplot as plt
+
+    import optbench.plot.figures as figures_module
+    from optbench.plot.style import Style
+    from optbench.plot.tables import draw_profile
+
+    figure = tmp_path / "fig.yaml"
+    figure.write_text(textwrap.dedent("""
+        style:
+          families: {Momentum: [sgd], Adaptive: [adam]}
+          labels: {sgd: SGD, adam: Adam}
+          linestyles: {adam: "--"}
+        figures:
+          f: {task: t1, y: val_loss}
+        """))
+    table = tmp_path / "table.yaml"
+    table.write_text(textwrap.dedent(f"""
+        labels_from: {figure}
+        optims: [sgd, adam]
+        tasks:
+          t1: {{metric: acc, target: 0.7}}
+          t2: {{metric: loss, target: 1.0}}
+        profile: {{time: steps, taus: [1, 2, 4]}}
+        """))
+    built = build_tables(load_table_spec(str(table)), load_runs(results))
+    drawn = []
+    monkeypatch.setattr(figures_module, "save_figure", lambda fig, out: drawn.append(fig) or [])
+    draw_profile(built.profile, tmp_path / "profile")
+    (fig,) = drawn
+    style = Style({"families": {"Momentum": ["sgd"], "Adaptive": ["adam"]}, "linestyles": {"adam": "--"}})
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert lines["SGD"].get_color() == style.color("sgd") and lines["Adam"].get_color() == style.color("adam")
+    assert lines["Adam"].get_linestyle() == "--"
+    assert fig.axes[0].get_legend() is None and fig.legends  # the legend is the figure's, beside the axes
+    plt.close(fig)

@@ -31,7 +31,7 @@ AXIS_NAMES = {"epoch": "epoch", "step": "iteration", "time_s": "training time (s
               "test_loss": "test loss", "loss": "training loss", "train_acc": "training accuracy",
               "val_acc": "validation accuracy", "test_acc": "test accuracy", "val_sse": "validation sse",
               "train_sse": "training sse", "val_ppl": "validation perplexity", "train_ppl": "training perplexity",
-              "weight_norm": "weight norm", "x": "x"}
+              "weight_norm": "weight norm", "x": "x", "optim.lr": "learning rate (optim.lr)"}
 BAND_NAMES = {"minmax": "min-max over seeds", "std": "mean ± std over seeds", "none": ""}
 
 
@@ -149,14 +149,8 @@ def draw_sensitivity(ax, panel: Panel, task: str, groups: Sequence[RunGroup], st
         threshold = thresholds.get(optim, thresholds.get(style.family(optim)))
         if threshold is None:
             continue
-        by_value: dict[float, list[float]] = {}
-        for group, _ in [(g, s) for g, s in selected if g.optim == optim]:
-            for run in counted(group):
-                value = lookup(run.config, panel.param)
-                if value is None:
-                    continue
-                steps, _ = time_to_target(run, column, threshold, higher, source, transform)
-                by_value.setdefault(float(value), []).append(steps)
+        groups = [g for g, _ in selected if g.optim == optim]
+        by_value, diverged = _times_by_value(groups, panel.param, column, threshold, higher, source, transform)
         if not by_value:
             continue
         values = sorted(by_value)
@@ -170,19 +164,41 @@ def draw_sensitivity(ax, panel: Panel, task: str, groups: Sequence[RunGroup], st
         high = np.array([s.max() if len(s) else np.nan for s in stats])
         ax.fill_between(values, low, high, color=color, alpha=0.18, linewidth=0)
         missed = [v for v, s in zip(values, stats) if not len(s)]
-        if missed:
-            ax.plot(missed, [1.0] * len(missed), transform=top, marker="x", color=color, linestyle="",
-                    clip_on=False)
+        for marker, xs in (("x", [v for v in missed if v in diverged]),  # a seed diverged before reaching it
+                           ("^", [v for v in missed if v not in diverged])):  # the budget ended first
+            if xs:
+                ax.plot(xs, [1.0] * len(xs), transform=top, marker=marker, color=color, linestyle="",
+                        markerfacecolor="none" if marker == "^" else color, clip_on=False)
     if panel.get("log_x", True):
         set_log_scale(ax, "x")
     if panel.get("log_y"):
         set_log_scale(ax, "y")
 
 
-def _decorate(ax, panel: Panel, task: str | None) -> None:
+def _times_by_value(groups: Sequence[RunGroup], param: str, column: str, threshold: float, higher: bool,
+                    source: str, transform) -> tuple[dict[float, list[float]], set[float]]:
+    """Iterations to the threshold of every counted run, by its value of ``param``; and the values where a run
+    diverged without reaching it."""
+    by_value: dict[float, list[float]] = {}
+    diverged: set[float] = set()
+    for group in groups:
+        for run in counted(group):
+            value = lookup(run.config, param)
+            if value is None:
+                continue
+            steps, _ = time_to_target(run, column, threshold, higher, source, transform)
+            by_value.setdefault(float(value), []).append(steps)
+            if run.status == "diverged" and not math.isfinite(steps):
+                diverged.add(float(value))
+    return by_value, diverged
+
+
+def _decorate(ax, panel: Panel, task: str | None, stand_in: bool = False) -> None:
+    """Axis labels, title, limits. ``stand_in``: the runs are of a miniature standing in for the paper's task
+    (QUICK=1), which the title then names."""
     source = panel.get("source", "metrics")
     if panel.kind == "sensitivity":
-        xlabel, ylabel = panel.param, "iterations to threshold"
+        xlabel, ylabel = _axis_name(panel.param), "iterations to threshold"
     else:
         x = panel.get("x") or ("epoch" if source == "metrics" else "step")
         xlabel, ylabel = _axis_name(x), _axis_name(panel.y) if isinstance(panel.y, str) else ""
@@ -190,7 +206,8 @@ def _decorate(ax, panel: Panel, task: str | None) -> None:
     ax.set_ylabel(panel.get("ylabel") if isinstance(panel.get("ylabel"), str) else ylabel)
     title = panel.get("title")
     title = None if isinstance(title, Mapping) else title
-    ax.set_title(title if title is not None else (task or ""), fontsize=10)
+    title = title if title is not None else (task or "")
+    ax.set_title(f"{title} [{task}]" if stand_in and title != task else title, fontsize=10)
     if panel.get("xlim"):
         ax.set_xlim(*panel.xlim)
     if isinstance(panel.get("ylim"), (list, tuple)):
@@ -225,7 +242,7 @@ def draw_figure(fig_file: FigureFile, fig_spec: FigureSpec, runs: Sequence[Run])
             task, candidates = resolve_task(fig_file, panel, set(by_task))
             if task is not None:
                 panel = panel.for_task(task)
-            _decorate(ax, panel, task)
+            _decorate(ax, panel, task, stand_in=task is not None and task != candidates[0])
             if task is None:
                 ax.text(0.5, 0.5, "no runs for\n" + " / ".join(candidates), ha="center", va="center",
                         transform=ax.transAxes, fontsize=8, color="0.4")
@@ -246,13 +263,23 @@ def draw_figure(fig_file: FigureFile, fig_spec: FigureSpec, runs: Sequence[Run])
                 ax.text(0.5, 0.5, f"no {panel.y} logged", ha="center", va="center", transform=ax.transAxes,
                         fontsize=8, color="0.4")
     _legend(fig, axes, fig_spec.legend)
-    note = "; ".join(BAND_NAMES[b] for b in sorted(bands) if BAND_NAMES.get(b))
-    fig.text(0.005, 0.005, f"lines: mean over seeds; band: {note}; x: diverged" if note else
-             "lines: mean over seeds; x: diverged", fontsize=6, color="0.4")
+    _footnote(fig, fig_spec, bands)
     if fig_spec.title:
         fig.suptitle(fig_spec.title)
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     return fig
+
+
+def _footnote(fig, fig_spec: FigureSpec, bands: set) -> None:
+    """What the marks mean: lines, bands, crosses (diverged), open triangles (never reached a threshold)."""
+    parts = ["lines: mean over seeds"]
+    note = "; ".join(BAND_NAMES[b] for b in sorted(bands) if BAND_NAMES.get(b))
+    if note:
+        parts.append(f"band: {note}")
+    parts.append("x: diverged")
+    if any(p.kind == "sensitivity" for row in fig_spec.panels for p in row):
+        parts.append("open triangle: never reached the threshold")
+    fig.text(0.005, 0.005, "; ".join(parts), fontsize=6, color="0.4")
 
 
 def _legend(fig, axes, where: str) -> None:

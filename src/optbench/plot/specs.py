@@ -218,14 +218,16 @@ class TableFile:
     columns: list[str]
     profile: dict | None
     speedup: dict | None
+    style: dict | None = None  # labels_from's figure style: the profile's colours match the paper's figures
 
 
 def load_table_spec(name: str) -> TableFile:
     stem, data = _load("table", name)
     _check_keys(f"table {stem}", data, TABLE_SPEC_KEYS)
-    labels = {}
+    labels, style = {}, None
     if data.get("labels_from"):
-        labels.update(load_figure_spec(data["labels_from"]).style.get("labels") or {})
+        style = dict(load_figure_spec(data["labels_from"]).style)
+        labels.update(style.get("labels") or {})
     labels.update(data.get("labels") or {})
     tasks = data.get("tasks") or {}
     for task, settings in tasks.items():
@@ -254,4 +256,4 @@ def load_table_spec(name: str) -> TableFile:
     if not tasks and speedup is None:
         raise SpecError(f"table {stem}: nothing to tabulate (no tasks and no speedup)")
     return TableFile(stem, str(data.get("results_dir", "results")), labels, data.get("optims"),
-                     dict(data.get("where") or {}), tasks, columns, profile, speedup)
+                     dict(data.get("where") or {}), tasks, columns, profile, speedup, style)

@@ -60,6 +60,8 @@ class Profile:
     tasks: list[str]
     fractions: dict[str, list[float]]  # optim label -> fraction of tasks per tau
     times: dict[str, dict[str, float]]  # task -> optim label -> time to target (inf = not reached)
+    optims: dict[str, str] = field(default_factory=dict)  # optim label -> optimizer config name
+    style: dict | None = None  # the figures' style, so the profile uses the same colour per optimizer
 
 
 @dataclass
@@ -150,7 +152,9 @@ def _profile(spec: TableFile, tables: list, style: Style) -> Profile:
                       for r in t.rows if key in r.cells} for t in tables if t.target is not None}
     labels = list(dict.fromkeys(global_labels[id(r.group)] for t in tables for r in t.rows))
     taus = [float(t) for t in spec.profile.get("taus", DEFAULT_TAUS)]
-    return Profile(time, taus, list(times), measures.performance_profile(times, labels, taus), times)
+    optims = {global_labels[id(g)]: g.optim for g in everywhere}
+    return Profile(time, taus, list(times), measures.performance_profile(times, labels, taus), times, optims,
+                   {**(spec.style or {}), "labels": spec.labels})
 
 
 def _speedups(spec: TableFile, tasks: list[str], groups_of, style: Style) -> list[SpeedupRow]:
@@ -260,21 +264,23 @@ def draw_profile(profile: Profile, out: Path) -> list[Path]:
     """The performance profile as a curve over tau from 1 to the largest tau of the spec."""
     import numpy as np
 
-    from optbench.plot.curves import LINESTYLES, PALETTE
     from optbench.plot.figures import plt, save_figure, set_log_scale
 
+    style = Style(profile.style)
     taus = np.geomspace(1.0, max(max(profile.taus), 1.0 + 1e-9), 200)
     dense = measures.performance_profile(profile.times, list(profile.fractions), list(taus))
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
-    for i, (label, fractions) in enumerate(dense.items()):
-        ax.step(taus, fractions, where="post", color=PALETTE[i % len(PALETTE)],
-                linestyle=LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)], label=label)
+    for label, fractions in dense.items():
+        optim = profile.optims.get(label, label)  # colour and line style as in the paper's figures
+        ax.step(taus, fractions, where="post", color=style.color(optim), linestyle=style.linestyle(optim),
+                label=label)
     set_log_scale(ax, "x")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"tau (time to target in {profile.time}, relative to the fastest)")
     ax.set_ylabel("fraction of tasks")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig.legend(*ax.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
+               frameon=False)  # beside the axes: it never covers a line
     return save_figure(fig, out)
 
 
