@@ -21,10 +21,9 @@ warnings.filterwarnings("ignore", message="(?s).*is validated against ConfigStor
 
 def _choices(group: str) -> str:
     """The configs of a group, for the help text (figure/ and table/ hold plotter specs, not run choices)."""
-    from optbench.run_config import config_dir
+    from optbench.run_config import config_choices
 
-    folder = config_dir() / group
-    return ", ".join(sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml")))
+    return ", ".join(config_choices(group))
 
 
 if not OmegaConf.has_resolver("optbench_choices"):

@@ -12,20 +12,12 @@ import hashlib
 import json
 from typing import Any, Mapping
 
+from optbench.rundir import flatten
+
 # where a run executes, not what it computes
 FREE_KEYS = ("device", "data_dir", "results_dir", "resume", "tensorboard", "log_weight_norm", "hydra",
              "trainer.progress", "trainer.threads", "trainer.keep", "trainer.compile", "trainer.channels_last", "task.download",
              "task.eval_batch_size")
-
-
-def flatten(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in cfg.items():
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return out
 
 
 def _free(key: str) -> bool:

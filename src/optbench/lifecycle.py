@@ -97,7 +97,7 @@ def resumable_changes(run_dir: Path, cfg: Mapping, summary: dict | None) -> dict
 
 def _original_config(run_dir: Path) -> dict | None:
     path = run_dir / rundir.CONFIG
-    if not (run_dir / "checkpoint.pth").exists() or not path.exists():
+    if not (run_dir / rundir.CHECKPOINT).exists() or not path.exists():
         return None
     try:
         return yaml.safe_load(path.read_text()) or {}

@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 from optbench import rundir, runlock
-from optbench.fingerprint import flatten
+from optbench.rundir import flatten
 
 IDENTITY = ["task", "optim", "variant", "seed", "status", "path"]
 
@@ -42,6 +42,11 @@ def read_log(path: Path) -> pd.DataFrame:
     numbers = frame.apply(pd.to_numeric, errors="coerce")
     broken = numbers.isna() & frame.notna()  # a cell that is there but is not a number
     return numbers[~broken.any(axis=1)].reset_index(drop=True)
+
+
+def higher_is_better(metric: str) -> bool:
+    """A metric whose name ends in 'acc' is better when higher; loss, sse, ppl when lower."""
+    return metric.endswith("acc")
 
 
 def _selected(value: Any, wanted: str | Iterable[str] | None) -> bool:
@@ -70,7 +75,7 @@ def runs(results_dir: str | Path, task: str | Iterable[str] | None = None, optim
         if not path.name[4:].isdigit() or not (_selected(task_name, task) and _selected(optim_name, optim)):
             continue
         summary = rundir.read_summary(path)
-        state = runlock.effective_status(path, summary) if summary else "unknown"
+        state = runlock.effective_status(path, summary)
         if not _selected(state, status):
             continue
         config = flatten(_config(path))

@@ -15,6 +15,12 @@ def config_dir() -> Path:
     return Path(str(importlib.resources.files("optbench") / "configs"))
 
 
+def config_choices(group: str) -> list[str]:
+    """The configs of a group (``task``, ``optim``, ``experiment`` as ``paper/name``, ``figure`` ...)."""
+    folder = config_dir() / group
+    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+
+
 def compose_config(overrides: list[str]) -> dict[str, Any]:
     """The config main.py would run with these overrides, resolved to plain containers."""
     from hydra import compose, initialize_config_dir

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -38,13 +39,15 @@ _FOLLOWS_TASK = ("weight_decay", "lr_schedule.name", "lr_schedule.milestones", "
 _NON_VARIANT_TASK_KEYS = ("download", "eval_batch_size")
 
 
-def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
+def flatten(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys (``optim.lr``); tuples as lists, so a config read back from YAML compares
+    equal to the one it was written from."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
-            out[f"{prefix}{k}"] = v
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return out
 
 
@@ -68,9 +71,9 @@ def variant_name(cfg: Mapping, defaults: Mapping) -> str:
     too long, or whose characters had to be replaced, ends in a hash of the whole variant, so two configs that
     differ anywhere never share a directory."""
     parts = []
-    task = _flatten(cfg.get("task", {}))
+    task = flatten(cfg.get("task", {}))
     for section, prefix, skip in (("optim", "", ("name",)), ("task", "task.", ("name",) + _NON_VARIANT_TASK_KEYS)):
-        new, old = _flatten(cfg.get(section, {})), _flatten(defaults.get(section, {}))
+        new, old = flatten(cfg.get(section, {})), flatten(defaults.get(section, {}))
         for key in sorted(set(new) | set(old)):
             if key.split(".")[0] in skip or new.get(key) == old.get(key):
                 continue
@@ -132,15 +135,11 @@ class CsvLog:
         return good
 
     def _rewrite(self, rows: Iterable[Mapping]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        try:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, self.fields, restval="")
-                writer.writeheader()
-                writer.writerows(rows)
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, self.fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.path, text.getvalue().encode())
 
     def append(self, row: Mapping[str, Any]) -> None:
         new = [k for k in row if k not in self.fields]
@@ -217,11 +216,14 @@ def write_json(path: Path, data: Mapping) -> None:
     write_atomic(path, text.encode())
 
 
-def read_summary(run_dir: Path, name: str = SUMMARY) -> dict | None:
-    """summary.json (or another JSON record of the run) as a dict; None when it is missing or unreadable (not
-    JSON, not an object)."""
+def read_json(path: Path) -> dict | None:
+    """A JSON object file as a dict; None when it is missing or unreadable (not JSON, not an object)."""
     try:
-        summary = json.loads((run_dir / name).read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-    return summary if isinstance(summary, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    return read_json(run_dir / SUMMARY)

@@ -63,7 +63,7 @@ def is_held(run_dir: Path) -> bool:
 
 def describe_owner(run_dir: Path) -> str:
     """'pid 123 on host x (since ...)' from the holder's record (what the lock alone cannot tell)."""
-    who = rundir.read_summary(run_dir, rundir.OWNER) or {}
+    who = rundir.read_json(run_dir / rundir.OWNER) or {}
     if not who:
         return "another process (not yet recorded)"
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(who.get("since", 0)))
@@ -71,8 +71,8 @@ def describe_owner(run_dir: Path) -> str:
 
 
 def effective_status(run_dir: Path, summary: dict | None) -> str:
-    """The summary's status, except that a 'running' run whose writer is gone (killed, host lost) is
-    'interrupted'."""
+    """The summary's status ('unknown' without one), except that a 'running' run whose writer is gone (killed,
+    host lost) is 'interrupted'."""
     status = (summary or {}).get("status", "unknown")
     if status == "running" and not is_held(run_dir):
         return "interrupted"

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from optbench import results
+from optbench.results import higher_is_better
 
 GROUP = ["task", "optim", "variant"]
 
@@ -22,10 +23,6 @@ def main_metric(columns: Any) -> str:
     """The task's validation metric: its first one besides the loss (val_acc, val_ppl, val_sse), else val_loss."""
     named = [c[4:] for c in columns if str(c).startswith("val_") and c != "val_loss"]
     return named[0] if named else "loss"
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric.endswith("acc")
 
 
 def per_run(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -27,11 +27,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from optbench.optim import _fused
+from optbench.optim import _fused, protocol
 
 Tensor = torch.Tensor
 LOW_PRECISION = (torch.float16, torch.bfloat16)
-PATHS = ("single", "foreach", "fused")
 
 
 def state_dtype(param: Tensor) -> torch.dtype:
@@ -211,9 +210,7 @@ class PaperOptimizer(torch.optim.Optimizer):
     def set_lr_factor(self, factor: float) -> None:
         """The lr schedule's multiplier for this epoch: lr = initial lr * factor (optimizers that learn their lr
         scale what they learned instead)."""
-        for group in self.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-            group["lr"] = group["initial_lr"] * float(factor)
+        protocol.scale_initial_lr(self, factor)
 
     def extras(self) -> dict[str, float | Tensor]:
         """Named scalars to log per step and as epoch means (none by default)."""

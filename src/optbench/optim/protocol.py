@@ -25,10 +25,15 @@ import torch
 def set_lr_factor(optimizer: torch.optim.Optimizer, factor: float) -> None:
     if hasattr(optimizer, "set_lr_factor"):
         optimizer.set_lr_factor(factor)
-        return
+    else:
+        scale_initial_lr(optimizer, factor)
+
+
+def scale_initial_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """The default schedule step: each group's lr = its initial lr * factor."""
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
-        group["lr"] = group["initial_lr"] * factor
+        group["lr"] = group["initial_lr"] * float(factor)
 
 
 def extras(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

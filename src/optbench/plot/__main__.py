@@ -28,12 +28,10 @@ DEFAULTS = {"figure": None, "table": None, "ranking": False, "results_dir": None
 
 
 def help_text() -> str:
-    from optbench.run_config import config_dir
+    from optbench.run_config import config_choices
 
-    def names(group: str) -> str:
-        return ", ".join(sorted(p.stem for p in (config_dir() / group).glob("*.yaml")))
-
-    return (__doc__ or "").format(figures=names("figure"), tables=names("table"), tasks=names("task"))
+    names = {group: ", ".join(config_choices(group)) for group in ("figure", "table", "task")}
+    return (__doc__ or "").format(figures=names["figure"], tables=names["table"], tasks=names["task"])
 
 
 def _ranking(args) -> int:

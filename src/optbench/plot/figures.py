@@ -20,11 +20,12 @@ from matplotlib.ticker import LogFormatterSciNotation, NullFormatter  # noqa: E4
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from optbench.plot.curves import save_figure  # noqa: E402
-from optbench.plot.measures import counted, higher_is_better, time_to_target  # noqa: E402
+from optbench.plot.measures import counted, time_to_target  # noqa: E402
 from optbench.plot.runs import Run, RunGroup, group_runs, lookup  # noqa: E402
 from optbench.plot.smoothing import smoother  # noqa: E402
 from optbench.plot.specs import FigureFile, FigureSpec, Panel  # noqa: E402
 from optbench.plot.style import Style  # noqa: E402
+from optbench.results import higher_is_better  # noqa: E402
 
 AXIS_NAMES = {"epoch": "epoch", "step": "iteration", "time_s": "training time (s)", "lr": "learning rate",
               "mu": "momentum", "train_loss": "training loss", "val_loss": "validation loss",

@@ -21,10 +21,6 @@ from optbench.plot.runs import Run, RunGroup
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
-def higher_is_better(metric: str) -> bool:
-    return metric.endswith("acc")
-
-
 @dataclass(frozen=True)
 class Stat:
     """Mean and sample standard deviation over the seeds that have a value; n of total seeds counted."""

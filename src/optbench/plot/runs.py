@@ -54,7 +54,7 @@ class Run:
     @property
     def status(self) -> str:
         """The summary's status; 'interrupted' for a 'running' run whose process is gone (nobody holds its lock)."""
-        return runlock.effective_status(self.path, self.summary) if self.summary else "unknown"
+        return runlock.effective_status(self.path, self.summary)
 
     @property
     def metrics(self) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ from optbench.plot.runs import Run, RunGroup, group_runs
 from optbench.plot.smoothing import smoother
 from optbench.plot.specs import TableFile
 from optbench.plot.style import Style, variant_parts
+from optbench.results import higher_is_better
 
 HEADERS = {"final": "final {test}", "best": "best {test}", "best_val_epoch": "best {val} epoch",
            "at_best_val": "{test} at best {val}", "target_steps": "iterations to {val} {op} {target}",
@@ -98,7 +99,7 @@ def _filtered(group: RunGroup, where: dict) -> RunGroup | None:
 def task_table(task: str, settings: dict, groups: Sequence[RunGroup], columns: Sequence[str], style: Style
                ) -> TaskTable:
     metric = settings["metric"]
-    higher = bool(settings.get("higher_is_better", measures.higher_is_better(metric)))
+    higher = bool(settings.get("higher_is_better", higher_is_better(metric)))
     test, val = f"test_{metric}", f"val_{metric}"
     target_column = f"{settings.get('target_split', 'val')}_{metric}"
     target = settings.get("target")
