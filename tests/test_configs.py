@@ -72,3 +72,21 @@ def test_the_wheel_ships_every_config_and_the_command(tmp_path):
     assert expected and shipped == expected
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "optbench = optbench.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+@pytest.mark.parametrize("overrides", [
+    ["task=digits_mlp", "optim=adam", "seed=3", "results_dir=/tmp/x", "trainer.threads=1", "device=cpu"],
+    ["task=digits_mlp", "optim=sgd", "trainer.grad_clip=1.0"],
+    ["task=digits_mlp", "optim=aggmo", "optim.lr=0.5", "seed=1"],
+    ["task=digits_mlp", "optim=adam", "task.epochs=2", "trainer.log_every=5"],
+    ["task=digits_mlp", "optim=adam", "+trainer.amp=bf16"],
+])
+def test_variant_without_composing_the_defaults_equals_the_composed_one(overrides):
+    """The shortcut (the run's own config is its default when the command line names no variant) must give the
+    variant name that composing the defaults gives."""
+    from optbench import rundir
+    from optbench.run_config import compose_config, default_run_config
+
+    cfg = compose_config([o.lstrip("+") for o in overrides])
+    assert rundir.variant_name(cfg, default_run_config(cfg, overrides)) == \
+        rundir.variant_name(cfg, default_run_config(cfg))

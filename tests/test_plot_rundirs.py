@@ -15,7 +15,8 @@ import yaml
 
 from optbench.runlock import RunLock
 
-from optbench.plot.runs import _read_columns, group_runs, load_runs
+from optbench.plot.runs import group_runs, load_runs
+from optbench.results import read_log
 from optbench.plot.smoothing import ema, moving_average, smoother
 
 METRIC_COLUMNS = ["epoch", "step", "time_s", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
@@ -89,7 +90,7 @@ def test_runs_still_being_written_or_without_summary_read_as_far_as_they_go(tmp_
     runs = load_runs(tmp_path)
     assert [(r.seed, r.status) for r in runs] == [(0, "unknown"), (1, "unknown")]
     steps = runs[0].steps
-    assert steps["step"][-1] == 40 and not math.isnan(steps["lr"][-1])  # the cut-off row is dropped
+    assert steps["step"].iloc[-1] == 40 and not math.isnan(steps["lr"].iloc[-1])  # the cut-off row is dropped
     xs, grid = group_runs(runs)[0].aligned("val_loss")
     assert list(xs) == [0, 1, 2, 3, 4] and np.isnan(grid[1, 2:]).all() and not np.isnan(grid[0]).any()
 
@@ -135,10 +136,10 @@ def test_the_reader_returns_what_the_trainer_wrote(tmp_path):
     assert b"\r\n" in path.read_bytes()
     with open(path, "a", newline="") as f:
         f.write("4,1.")
-    columns = _read_columns(path)
+    columns = read_log(path)
     assert list(columns) == ["step", "loss", "mu", "x"]
     np.testing.assert_array_equal(columns["step"], [1, 2, 3])
     np.testing.assert_array_equal(columns["loss"], [2.5, np.inf, np.nan])
     np.testing.assert_array_equal(columns["mu"], [np.nan, 0.9, np.nan])
     (tmp_path / "empty.csv").write_text("step,loss\r\n")
-    assert _read_columns(tmp_path / "empty.csv") == {} and _read_columns(tmp_path / "missing.csv") == {}
+    assert read_log(tmp_path / "empty.csv").empty and read_log(tmp_path / "missing.csv").empty

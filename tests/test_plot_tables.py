@@ -89,8 +89,9 @@ def test_numbers_equal_those_computed_from_the_csvs(results, spec):
                                                                for s in range(3)]))
 
     markdown = to_markdown(tables)
-    row = next(line for line in markdown.splitlines() if line.startswith("| Adam | 1 diverged"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()
+            if line.startswith("|")]
+    cells = next(row for row in rows if row[0] == "Adam" and row[1].startswith("1 diverged"))
     assert cells[2] == f"{np.mean(finals):.4g} ± {np.std(finals, ddof=1):.4g}"
     assert cells[6] == f"{np.mean(steps):.4g} ± {np.std(steps, ddof=1):.4g} (3/4)"
     assert "iterations to val_acc ≥ 0.7" in markdown and "iterations to val_loss ≤ 1" in markdown

@@ -63,6 +63,21 @@ def test_a_run_being_written_is_read_as_far_as_it_goes(tmp_path, sweep):
     assert df["epoch"].tolist() == [0, 1, 2]
 
 
+def test_a_parent_directory_loads_every_results_directory_inside_it(tmp_path, sweep):
+    """``load("results")`` finds results/quickstart/... and results/aggmo/... alike; runs with the same identity
+    in two results directories stay apart (the summary splits them by results_dir)."""
+    import shutil
+
+    for name in ("quickstart", "aggmo"):
+        shutil.copytree(sweep / "digits_mlp" / "adam", tmp_path / "results" / name / "digits_mlp" / "adam")
+    df = results.load(tmp_path / "results")
+    assert sorted(df["results_dir"].unique()) == [str(tmp_path / "results" / n) for n in ("aggmo", "quickstart")]
+    assert len(df) == 2 * len(results.load(sweep, optim="adam"))
+    table = summary.summarize(df)
+    assert table["seeds"].tolist() == [2, 2] and table["results_dir"].str.endswith(("aggmo", "quickstart")).all()
+    assert table["optim"].tolist() == ["adam", "adam"]
+
+
 def test_summary_table_has_one_row_per_optimizer_with_seed_spread(sweep):
     metrics = results.load(sweep)
     table = summary.summarize(metrics[metrics["optim"] != "sgd"])

@@ -30,11 +30,12 @@ def per_run(metrics: pd.DataFrame) -> pd.DataFrame:
     metric = main_metric(metrics.columns)
     val, test = f"val_{metric}", f"test_{metric}"
     rows = []
-    for key, run in metrics.sort_values("epoch").groupby(GROUP + ["seed"], sort=True):
+    for _, run in metrics.sort_values("epoch").groupby("path", sort=True):  # a path is one run, whatever root
+        key = run[["results_dir"] + GROUP + ["seed"]].iloc[0]
         values = run[val].dropna() if val in run else pd.Series(dtype=float)
         best = values.max() if higher_is_better(metric) else values.min()
         at_best = run.loc[run["val_loss"].idxmin()] if run["val_loss"].notna().any() else None
-        rows.append({**dict(zip(GROUP + ["seed"], key)), "status": run["status"].iloc[0],
+        rows.append({**key.to_dict(), "status": run["status"].iloc[0],
                      "final": values.iloc[-1] if len(values) else float("nan"), "best": best,
                      "test_at_best": at_best[test] if at_best is not None and test in run else float("nan"),
                      "train_s": run["time_s"].max() if "time_s" in run else float("nan")})
@@ -54,11 +55,12 @@ def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=GROUP)
     metric = main_metric(metrics.columns)
     runs = per_run(metrics)
+    by = GROUP if runs["results_dir"].nunique() == 1 else ["results_dir"] + GROUP  # runs of several sweeps
     rows = []
-    for key, group in runs.groupby(GROUP, sort=True):
+    for key, group in runs.groupby(by, sort=True):
         done = group[group["status"] == "finished"]
         counts = group["status"].value_counts()
-        rows.append({**dict(zip(GROUP, key)), "seeds": len(group),
+        rows.append({**dict(zip(by, key)), "seeds": len(group),
                      "status": ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
                      f"final val_{metric}": _spread(done["final"]), f"best val_{metric}": _spread(done["best"]),
                      f"test_{metric} at best val": _spread(done["test_at_best"]),

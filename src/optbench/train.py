@@ -373,9 +373,19 @@ def _in_sweep() -> bool:
         return False
 
 
+def _command_line_overrides() -> list[str] | None:
+    """The running Hydra job's overrides (None outside a Hydra app: a config passed in by a program)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:  # not inside a Hydra app
+        return None
+
+
 def _run(cfg: Mapping, ctx: distributed.Context, device: torch.device) -> Path:
     say = print if ctx.is_main else (lambda *a, **k: None)
-    variant = rundir.variant_name(cfg, default_run_config(cfg))
+    variant = rundir.variant_name(cfg, default_run_config(cfg, _command_line_overrides()))
     run_dir = rundir.run_path(cfg["results_dir"], cfg["task"]["name"], cfg["optim"]["name"], variant, cfg["seed"])
     resume = cfg.get("resume", True)
     if resume and _already_done(run_dir, say):

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.ticker import LogFormatterSciNotation, NullFormatter  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
@@ -123,11 +124,10 @@ def draw_curves(ax, panel: Panel, selected: Sequence[tuple[RunGroup, dict]], sty
         if band != "none" and len(group.runs) > 1:
             ax.fill_between(xs, _finite_for_scale(low, log_y), _finite_for_scale(high, log_y), color=color,
                             alpha=0.18, linewidth=0)
-        for run, rx, ry in group.series(y, source, x, transform):
-            if run.status == "diverged":
-                finite = np.flatnonzero(np.isfinite(ry))
-                if len(finite):
-                    ax.plot(rx[finite[-1]], ry[finite[-1]], marker="x", color=color, markersize=7, linestyle="")
+        for run, ry in group.series(y, source, x, transform):
+            last = ry.reset_index(drop=True).last_valid_index() if run.status == "diverged" else None
+            if last is not None:  # a cross where a diverged seed's curve ends
+                ax.plot(ry.index[last], ry.iloc[last], marker="x", color=color, markersize=7, linestyle="")
     if log_y:
         set_log_scale(ax, "y")
     if spec.get("log_x"):
@@ -151,20 +151,17 @@ def draw_sensitivity(ax, panel: Panel, task: str, groups: Sequence[RunGroup], st
         if threshold is None:
             continue
         groups = [g for g, _ in selected if g.optim == optim]
-        by_value, diverged = _times_by_value(groups, panel.param, column, threshold, higher, source, transform)
-        if not by_value:
+        times = _times_by_value(groups, panel.param, column, threshold, higher, source, transform)
+        if times.empty:
             continue
-        values = sorted(by_value)
-        stats = [np.array([s for s in by_value[v] if math.isfinite(s)]) for v in values]
-        mean = np.array([s.mean() if len(s) else np.nan for s in stats])
+        stats = times.groupby("value")["steps"].agg(["mean", "min", "max", "count"])
         color, linestyle = style.color(optim), style.linestyle(optim)
         op = "≥" if higher else "≤"
-        ax.plot(values, mean, color=color, linestyle=linestyle, marker="o", markersize=4,
+        ax.plot(stats.index, stats["mean"], color=color, linestyle=linestyle, marker="o", markersize=4,
                 label=f"{style.label(optim)} ({op} {threshold:g})")
-        low = np.array([s.min() if len(s) else np.nan for s in stats])
-        high = np.array([s.max() if len(s) else np.nan for s in stats])
-        ax.fill_between(values, low, high, color=color, alpha=0.18, linewidth=0)
-        missed = [v for v, s in zip(values, stats) if not len(s)]
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.18, linewidth=0)
+        missed = stats.index[stats["count"] == 0]
+        diverged = set(times.loc[times["diverged"], "value"])
         for marker, xs in (("x", [v for v in missed if v in diverged]),  # a seed diverged before reaching it
                            ("^", [v for v in missed if v not in diverged])):  # the budget ended first
             if xs:
@@ -177,21 +174,19 @@ def draw_sensitivity(ax, panel: Panel, task: str, groups: Sequence[RunGroup], st
 
 
 def _times_by_value(groups: Sequence[RunGroup], param: str, column: str, threshold: float, higher: bool,
-                    source: str, transform) -> tuple[dict[float, list[float]], set[float]]:
-    """Iterations to the threshold of every counted run, by its value of ``param``; and the values where a run
-    diverged without reaching it."""
-    by_value: dict[float, list[float]] = {}
-    diverged: set[float] = set()
+                    source: str, transform) -> pd.DataFrame:
+    """One row per counted run: its value of ``param``, iterations to the threshold (NaN if never), and
+    whether it diverged without reaching it."""
+    rows = []
     for group in groups:
         for run in counted(group):
             value = lookup(run.config, param)
             if value is None:
                 continue
             steps, _ = time_to_target(run, column, threshold, higher, source, transform)
-            by_value.setdefault(float(value), []).append(steps)
-            if run.status == "diverged" and not math.isfinite(steps):
-                diverged.add(float(value))
-    return by_value, diverged
+            rows.append({"value": float(value), "steps": steps,
+                         "diverged": run.status == "diverged" and not math.isfinite(steps)})
+    return pd.DataFrame(rows, columns=["value", "steps", "diverged"])
 
 
 def _decorate(ax, panel: Panel, task: str | None, stand_in: bool = False) -> None:

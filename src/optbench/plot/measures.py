@@ -10,15 +10,15 @@ diverged, and a run still going is left out of every aggregate (the tables count
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
-from optbench.plot.runs import Run, RunGroup
+from optbench.plot.runs import Run, RunGroup, finite
 
-Transform = Callable[[np.ndarray], np.ndarray]
+Transform = Callable[[pd.Series], pd.Series]
 
 
 @dataclass(frozen=True)
@@ -32,65 +32,62 @@ class Stat:
 
     @classmethod
     def of(cls, values: Iterable[float], total: int | None = None) -> "Stat":
-        values = [float(v) for v in values]
-        finite = np.array([v for v in values if math.isfinite(v)])
+        values = pd.Series(list(values), dtype=float)
         total = len(values) if total is None else total
-        if not len(finite):
+        kept = finite(values).dropna()
+        if kept.empty:
             return cls(math.nan, math.nan, 0, total)
-        std = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
-        return cls(float(np.mean(finite)), std, len(finite), total)
+        return cls(float(kept.mean()), float(kept.std(ddof=1)) if len(kept) > 1 else 0.0, len(kept), total)
 
 
-def reached(values: np.ndarray, target: float, higher: bool) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        return values >= target if higher else values <= target
+def reached(values: pd.Series, target: float, higher: bool) -> pd.Series:
+    """Where the values reach the target (NaN never does)."""
+    return values >= target if higher else values <= target
 
 
-def first_reach(x: np.ndarray, y: np.ndarray, target: float, higher: bool) -> float:
+def first_reach(x: pd.Series | np.ndarray, y: pd.Series | np.ndarray, target: float, higher: bool) -> float:
     """The first x at which y reaches the target (NaN if it never does)."""
-    hits = np.flatnonzero(reached(np.asarray(y, dtype=float), target, higher))
-    return float(x[hits[0]]) if len(hits) else math.nan
+    hits = np.flatnonzero(reached(pd.Series(np.asarray(y, dtype=float)), target, higher).to_numpy())
+    return float(np.asarray(x)[hits[0]]) if len(hits) else math.nan
 
 
-def _column(run: Run, column: str) -> np.ndarray:
-    values = run.metrics.get(column)
-    return np.array([]) if values is None else np.where(np.isfinite(values), values, np.nan)
+def _column(run: Run, column: str) -> pd.Series:
+    """A metrics.csv column, inf as NaN; empty if the run never logged it."""
+    table = run.metrics
+    return finite(table[column]).reset_index(drop=True) if column in table else pd.Series(dtype=float)
 
 
 def final_value(run: Run, column: str) -> float:
     """The column in the last row of a finished run (NaN for other runs)."""
     values = _column(run, column)
-    if run.status != "finished" or not len(values):
-        return math.nan
-    return float(values[-1])
+    return float(values.iloc[-1]) if run.status == "finished" and len(values) else math.nan
 
 
 def best_index(run: Run, column: str, higher: bool) -> int | None:
+    """The row of the best value (ties: the first); None if the column has no finite value."""
     values = _column(run, column)
-    if not len(values) or np.all(np.isnan(values)):
+    if values.dropna().empty:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return int(np.nanargmax(values) if higher else np.nanargmin(values))  # ties: the first
+    return int(values.idxmax() if higher else values.idxmin())
 
 
 def best_value(run: Run, column: str, higher: bool) -> float:
     """The best value of the column over the epochs of a finished run."""
     i = best_index(run, column, higher)
-    return math.nan if run.status != "finished" or i is None else float(_column(run, column)[i])
+    return math.nan if run.status != "finished" or i is None else float(_column(run, column).iloc[i])
 
 
 def best_epoch(run: Run, column: str, higher: bool) -> float:
     """The epoch whose row has the best value of the column (the epoch best.pth keeps, for val_*)."""
     i = best_index(run, column, higher)
-    return math.nan if run.status != "finished" or i is None else float(run.metrics["epoch"][i])
+    return math.nan if run.status != "finished" or i is None else float(run.metrics["epoch"].iloc[i])
 
 
 def value_at_best(run: Run, column: str, by: str, higher: bool) -> float:
     """The column at the epoch where ``by`` is best (e.g. test accuracy of the best-validation model)."""
     i = best_index(run, by, higher)
     values = _column(run, column)
-    return math.nan if run.status != "finished" or i is None or i >= len(values) else float(values[i])
+    return math.nan if run.status != "finished" or i is None or i >= len(values) else float(values.iloc[i])
 
 
 def time_to_target(run: Run, column: str, target: float, higher: bool, source: str = "metrics",
@@ -99,21 +96,17 @@ def time_to_target(run: Run, column: str, target: float, higher: bool, source: s
 
     From metrics.csv the answer is an epoch end (its step and time_s). From steps.csv (per-iteration, optionally
     smoothed) the seconds are interpolated linearly in the step between the epoch ends' time_s."""
-    if source == "metrics":
-        y = _column(run, column)
-        if not len(y):
-            return math.nan, math.nan
-        hits = np.flatnonzero(reached(y if transform is None else transform(y), target, higher))
-        if not len(hits):
-            return math.nan, math.nan
-        return float(run.metrics["step"][hits[0]]), float(run.metrics["time_s"][hits[0]])
-    table = run.steps
+    table = run.metrics if source == "metrics" else run.steps
     if column not in table:
         return math.nan, math.nan
-    y = np.where(np.isfinite(table[column]), table[column], np.nan)
-    step = first_reach(table["step"], y if transform is None else transform(y), target, higher)
-    if math.isnan(step):
+    y = finite(table[column])
+    hits = reached(y if transform is None else transform(y), target, higher)
+    if not hits.any():
         return math.nan, math.nan
+    first = hits.idxmax()  # the label of the first True
+    step = float(table["step"][first])
+    if source == "metrics":
+        return step, float(table["time_s"][first])
     epochs = run.metrics
     seconds = float(np.interp(step, epochs["step"], epochs["time_s"])) if "time_s" in epochs else math.nan
     return step, seconds
@@ -122,14 +115,6 @@ def time_to_target(run: Run, column: str, target: float, higher: bool, source: s
 def counted(group: RunGroup) -> list[Run]:
     """The runs whose numbers are settled: finished or diverged."""
     return [r for r in group.runs if r.status in ("finished", "diverged")]
-
-
-def group_time_to_target(group: RunGroup, column: str, target: float, higher: bool, source: str = "metrics",
-                         transform: Transform | None = None) -> tuple[Stat, Stat]:
-    """Iterations and seconds to the target over the settled seeds (n = how many reached it)."""
-    runs = counted(group)
-    times = [time_to_target(r, column, target, higher, source, transform) for r in runs]
-    return Stat.of([t[0] for t in times], len(runs)), Stat.of([t[1] for t in times], len(runs))
 
 
 def profile_time(stat: Stat) -> float:
@@ -142,24 +127,14 @@ def performance_profile(times: Mapping[str, Mapping[str, float]], optims: Sequen
                         ) -> dict[str, list[float]]:
     """AlgoPerf's performance profile: for each optimizer, the fraction of tasks whose time to target is within
     tau times the fastest optimizer's on that task. ``times[task][optim]``; missing or inf = not solved."""
-    tasks = list(times)
-    profile = {o: [0.0] * len(taus) for o in optims}
-    if not tasks:
-        return profile
-    for task in tasks:
-        finite = [t for t in (times[task].get(o, math.inf) for o in optims) if math.isfinite(t)]
-        if not finite:
-            continue
-        best = min(finite)
-        for o in optims:
-            t = times[task].get(o, math.inf)
-            if not math.isfinite(t):
-                continue
-            ratio = t / best if best > 0 else (1.0 if t == best else math.inf)
-            for i, tau in enumerate(taus):
-                if ratio <= tau:
-                    profile[o][i] += 1.0 / len(tasks)
-    return profile
+    frame = pd.DataFrame.from_dict({t: dict(v) for t, v in times.items()}, orient="index", dtype=float)
+    frame = frame.reindex(index=list(times), columns=list(optims))
+    if frame.empty:
+        return {o: [0.0] * len(taus) for o in optims}
+    frame = frame.where(np.isfinite(frame))  # not solved: NaN, never within any tau
+    fastest = frame.min(axis=1)
+    ratios = frame.div(fastest, axis=0).mask(frame.eq(fastest, axis=0), 1.0)  # a time of 0 ties at 1
+    return {o: [float((ratios[o] <= tau).sum()) / len(frame) for tau in taus] for o in optims}
 
 
 @dataclass(frozen=True)
@@ -179,17 +154,15 @@ class Speedup:
 def mean_curve(group: RunGroup, column: str, transform: Transform | None) -> tuple[np.ndarray, np.ndarray]:
     """Per-iteration curve (steps.csv) smoothed per seed, then averaged over the settled seeds."""
     settled = RunGroup(group.task, group.optim, group.variant, counted(group))
-    xs, grid = settled.aligned(column, "steps", transform=transform)
-    if not len(xs):
-        return xs, np.array([])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return xs, np.nanmean(grid, 0)
+    seeds = settled.seeds(column, "steps", transform=transform)
+    if seeds.empty:
+        return np.array([]), np.array([])
+    return seeds.index.to_numpy(dtype=float), seeds.mean(axis=1).to_numpy()
 
 
 def speedup(baseline: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray]) -> Speedup:
     bx, by = baseline
-    if not len(by) or np.all(np.isnan(by)):
+    if pd.Series(by, dtype=float).dropna().empty:
         return Speedup(math.nan, math.nan, math.nan)
     loss = float(np.nanmin(by))
     return Speedup(loss, first_reach(bx, by, loss, higher=False), first_reach(other[0], other[1], loss, False))

@@ -1,32 +1,25 @@
-"""Run directories as the figures and tables see them, and the aggregation over seeds.
+"""Run directories as the figures and tables see them, and the aggregation over seeds, in pandas.
 
 A run directory is ``<results_dir>/<task>/<optim>/<variant>/seed<N>/``; a group is the runs that differ only in
 seed. Runs of a group may have different lengths (one diverged, one still running): the aggregate at an x uses
-the seeds that reached it. Everything here tolerates files a live trainer is still writing: a missing or
-half-written summary.json reads as status 'unknown', a cell that is not a number reads as NaN.
+the seeds that reached it (a pivot of the seeds' long frame, then NaN-skipping reductions across seeds).
+Everything here tolerates files a live trainer is still writing: a missing or half-written summary.json reads
+as status 'unknown', a cell that is not a number reads as NaN (optbench.results reads the files).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
-import yaml
+import pandas as pd
 
 from optbench import rundir, runlock
-from optbench.results import read_log, same_value
+from optbench.results import read_config, read_log, run_dirs, same_value
 
 BANDS = ("minmax", "std", "none")
-
-
-def _read_columns(path: Path) -> dict[str, np.ndarray]:
-    """A CSV log as float columns, read by pandas (optbench.results.read_log): blanks of columns that appeared
-    later are NaN, a half-written last line is dropped; {} for a missing or empty log."""
-    frame = read_log(path)
-    return {} if frame.empty else {name: frame[name].to_numpy(dtype=float) for name in frame.columns}
 
 
 def lookup(config: Mapping, dotted: str, default: Any = None) -> Any:
@@ -47,8 +40,8 @@ class Run:
     variant: str
     seed: int
     summary: dict = field(default_factory=dict)
-    _metrics: dict | None = None
-    _steps: dict | None = None
+    _metrics: pd.DataFrame | None = None
+    _steps: pd.DataFrame | None = None
     _config: dict | None = None
 
     @property
@@ -57,27 +50,24 @@ class Run:
         return runlock.effective_status(self.path, self.summary)
 
     @property
-    def metrics(self) -> dict[str, np.ndarray]:
-        """metrics.csv as columns (one value per epoch, epoch 0 first)."""
+    def metrics(self) -> pd.DataFrame:
+        """metrics.csv (one row per epoch, epoch 0 first); an empty frame if there is none yet."""
         if self._metrics is None:
-            self._metrics = _read_columns(self.path / rundir.METRICS)
+            self._metrics = read_log(self.path / rundir.METRICS)
         return self._metrics
 
     @property
-    def steps(self) -> dict[str, np.ndarray]:
-        """steps.csv as columns (one value per logged iteration)."""
+    def steps(self) -> pd.DataFrame:
+        """steps.csv (one row per logged iteration)."""
         if self._steps is None:
-            self._steps = _read_columns(self.path / rundir.STEPS)
+            self._steps = read_log(self.path / rundir.STEPS)
         return self._steps
 
     @property
     def config(self) -> dict:
         """The resolved config.yaml the trainer saved ({} if absent or unreadable)."""
         if self._config is None:
-            try:
-                self._config = yaml.safe_load((self.path / rundir.CONFIG).read_text()) or {}
-            except (FileNotFoundError, yaml.YAMLError):
-                self._config = {}
+            self._config = read_config(self.path)
         return self._config
 
     def matches(self, where: Mapping[str, Any] | None) -> bool:
@@ -91,23 +81,16 @@ class Run:
 
 def load_runs(results_dir: str | Path, task: str | None = None, optims: Iterable[str] | None = None) -> list[Run]:
     """Every run directory under results_dir (those with a metrics.csv), optionally filtered."""
-    runs = []
-    wanted = set(optims) if optims else None
-    for metrics in sorted(Path(results_dir).glob(f"{rundir.RUN_GLOB}/{rundir.METRICS}")):
-        path = metrics.parent
-        variant_dir = path.parent
-        optim_dir = variant_dir.parent
-        task_dir = optim_dir.parent
-        if task and task_dir.name != task or wanted and optim_dir.name not in wanted:
-            continue
-        if not path.name[4:].isdigit():
-            continue
-        summary = rundir.read_summary(path) or {}
-        runs.append(Run(path, task_dir.name, optim_dir.name, variant_dir.name, int(path.name[4:]), summary))
-    return runs
+    return [Run(path, task_name, optim, variant, seed, rundir.read_summary(path) or {})
+            for path, task_name, optim, variant, seed in run_dirs(results_dir, task, list(optims or []) or None)]
 
 
-Transform = Callable[[np.ndarray], np.ndarray]
+Transform = Callable[[pd.Series], pd.Series]
+
+
+def finite(values: pd.Series) -> pd.Series:
+    """inf (a diverged step) as NaN, so every reduction skips it."""
+    return values.where(np.isfinite(values))
 
 
 @dataclass
@@ -128,60 +111,59 @@ class RunGroup:
         return self.runs[0].config
 
     def statuses(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for run in self.runs:
-            counts[run.status] = counts.get(run.status, 0) + 1
-        return counts
+        return pd.Series([run.status for run in self.runs]).value_counts(sort=False).to_dict()
 
     def series(self, column: str, source: str = "metrics", x: str | None = None,
-               transform: Transform | None = None) -> list[tuple[Run, np.ndarray, np.ndarray]]:
-        """(run, x, y) of every run that logged the column; non-finite y (a diverged step) becomes NaN and
-        ``transform`` (e.g. smoothing) applies to each run's own finite prefix."""
+               transform: Transform | None = None) -> list[tuple[Run, pd.Series]]:
+        """(run, y indexed by x) of every run that logged the column; non-finite y (a diverged step) is NaN and
+        ``transform`` (e.g. smoothing) applies to each run's own curve."""
         x = x or ("epoch" if source == "metrics" else "step")
         out = []
         for run in self.runs:
             table = getattr(run, source)
             if column not in table or x not in table:
                 continue
-            xs, ys = table[x], np.where(np.isfinite(table[column]), table[column], np.nan)
-            keep = np.isfinite(xs)
-            xs, ys = xs[keep], ys[keep]
-            if transform is not None and len(ys):
-                ys = transform(ys)
-            out.append((run, xs, ys))
+            y = finite(table[column])[np.isfinite(table[x])]
+            y.index = pd.Index(table[x][y.index], name=x)
+            out.append((run, transform(y) if transform is not None and len(y) else y))
         return out
+
+    def seeds(self, column: str, source: str = "metrics", x: str | None = None,
+              transform: Transform | None = None) -> pd.DataFrame:
+        """One column per seed, indexed by x (the union of the seeds' x); NaN where a seed has no value, and x
+        points no seed has are dropped."""
+        series = self.series(column, source, x, transform)
+        if not series:
+            return pd.DataFrame()
+        frame = pd.concat({run.seed: y.groupby(level=0).last() for run, y in series}, axis=1).sort_index()
+        return frame.dropna(how="all")
 
     def aligned(self, column: str, source: str = "metrics", x: str | None = None,
                 transform: Transform | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(xs, grid[seed, xs]) with NaN where a seed has no value; x points no seed has are dropped."""
-        series = self.series(column, source, x, transform)
-        if not series:
+        """(xs, grid[seed, xs]) of ``seeds``, as arrays."""
+        frame = self.seeds(column, source, x, transform)
+        if frame.empty:
             return np.array([]), np.empty((0, 0))
-        xs = np.unique(np.concatenate([s[1] for s in series]))
-        grid = np.full((len(series), len(xs)), np.nan)
-        for i, (_, sx, sy) in enumerate(series):
-            grid[i, np.searchsorted(xs, sx)] = sy
-        valid = ~np.all(np.isnan(grid), axis=0)
-        return xs[valid], grid[:, valid]
+        return frame.index.to_numpy(dtype=float), frame.to_numpy(dtype=float).T
 
     def curve(self, column: str, source: str = "metrics", x: str | None = None, band: str = "minmax",
               transform: Transform | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(x, mean, low, high) over seeds of one column; x is epoch (metrics) or step (steps) by default.
-        The band is min-max, mean +- std, or none (low = high = mean)."""
+        The band is min-max, mean +- std (population std, as the band of the seeds drawn), or none."""
         if band not in BANDS:
             raise ValueError(f"band={band!r} is not known; valid: {', '.join(BANDS)}")
-        xs, grid = self.aligned(column, source, x, transform)
-        if not len(xs):
+        frame = self.seeds(column, source, x, transform)
+        if frame.empty:
             return (np.array([]),) * 4
-        with warnings.catch_warnings():  # all-NaN columns are dropped above; single-seed std is fine
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(grid, 0)
-            if band == "minmax":
-                return xs, mean, np.nanmin(grid, 0), np.nanmax(grid, 0)
-            if band == "std":
-                std = np.nanstd(grid, 0)
-                return xs, mean, mean - std, mean + std
-            return xs, mean, mean, mean
+        mean = frame.mean(axis=1)
+        if band == "minmax":
+            low, high = frame.min(axis=1), frame.max(axis=1)
+        elif band == "std":
+            std = frame.std(axis=1, ddof=0)
+            low, high = mean - std, mean + std
+        else:
+            low = high = mean
+        return tuple(np.asarray(v, dtype=float) for v in (frame.index, mean, low, high))
 
 
 def group_runs(runs: Iterable[Run]) -> list[RunGroup]:

@@ -6,46 +6,44 @@ reaches L" never looks ahead, and both keep the curve's length (the start uses t
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
+import pandas as pd
+
+Curve = TypeVar("Curve", np.ndarray, pd.Series)
 
 
-def moving_average(y: np.ndarray, window: int) -> np.ndarray:
+def _as_series(y: Curve) -> pd.Series:
+    series = y.astype(float) if isinstance(y, pd.Series) else pd.Series(np.asarray(y, dtype=float))
+    return series.where(np.isfinite(series))  # inf (a diverged step) is skipped like NaN
+
+
+def _like(y: Curve, out: pd.Series) -> Curve:
+    return out if isinstance(y, pd.Series) else out.to_numpy()
+
+
+def moving_average(y: Curve, window: int) -> Curve:
     """Trailing mean over the last ``window`` points (fewer at the start); NaN points are skipped."""
     if window < 1:
         raise ValueError(f"smoothing window={window} must be >= 1")
-    y = np.asarray(y, dtype=float)
-    finite = np.isfinite(y)
-    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, y, 0.0))])
-    counts = np.concatenate([[0], np.cumsum(finite)])
-    hi = np.arange(1, len(y) + 1)
-    lo = np.maximum(hi - window, 0)
-    n = counts[hi] - counts[lo]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (sums[hi] - sums[lo]) / n
-    out[~finite] = np.nan  # a diverged point stays visible as a gap, not averaged away
-    return out
+    series = _as_series(y)
+    out = series.rolling(window, min_periods=1).mean()
+    return _like(y, out.where(series.notna()))  # a diverged point stays visible as a gap, not averaged away
 
 
-def ema(y: np.ndarray, weight: float) -> np.ndarray:
-    """Exponential moving average with weight on the past in [0, 1), debiased as TensorBoard does, so the
-    first point equals the first value instead of being pulled to zero."""
+def ema(y: Curve, weight: float) -> Curve:
+    """Exponential moving average with weight on the past in [0, 1), debiased as TensorBoard does (pandas'
+    ``adjust=True``), so the first point equals the first value instead of being pulled to zero; NaN points
+    are skipped without decaying the average."""
     if not 0.0 <= weight < 1.0:
         raise ValueError(f"ema weight={weight} must be in [0, 1)")
-    y = np.asarray(y, dtype=float)
-    out = np.full(len(y), np.nan)
-    acc, norm = 0.0, 0.0
-    for i, value in enumerate(y):
-        if not np.isfinite(value):
-            continue
-        acc = weight * acc + (1.0 - weight) * value
-        norm = weight * norm + (1.0 - weight)
-        out[i] = acc / norm
-    return out
+    series = _as_series(y)
+    out = series.ewm(alpha=1.0 - weight, adjust=True, ignore_na=True).mean()
+    return _like(y, out.where(series.notna()))
 
 
-def smoother(spec: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+def smoother(spec: Any) -> Callable[[Curve], Curve] | None:
     """A spec's ``smooth`` value as a function: null/0/1 = none, an int = moving-average window (in logged
     points), {ema: w} = exponential moving average with weight w."""
     if isinstance(spec, bool):

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+import pandas as pd
+
 from optbench.plot import measures
 from optbench.plot.measures import Speedup, Stat
 from optbench.plot.runs import Run, RunGroup, group_runs
@@ -96,27 +99,50 @@ def _filtered(group: RunGroup, where: dict) -> RunGroup | None:
     return RunGroup(group.task, group.optim, group.variant, runs) if runs else None
 
 
+def run_table(groups: Sequence[RunGroup], labels: Sequence[str], metric: str, higher: bool,
+              target_column: str, target: float | None) -> pd.DataFrame:
+    """One row per run: its label, seed, status and every measure the table reports (NaN where a run has no
+    value: not finished, or never reached the target)."""
+    test, val = f"test_{metric}", f"val_{metric}"
+    rows = []
+    for group, label in zip(groups, labels):
+        for run in group.runs:
+            row = {"label": label, "seed": run.seed, "status": run.status,
+                   "final": measures.final_value(run, test), "best": measures.best_value(run, test, higher),
+                   "best_val_epoch": measures.best_epoch(run, val, higher),
+                   "at_best_val": measures.value_at_best(run, test, val, higher)}
+            if target is not None:
+                row["target_steps"], row["target_seconds"] = measures.time_to_target(
+                    run, target_column, target, higher)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_stats(frame: pd.DataFrame, column: str) -> dict[str, Stat]:
+    """Per label, the Stat of a measure over the seeds in ``frame`` (n = seeds with a finite value)."""
+    values = frame[column].where(np.isfinite(frame[column]))
+    agg = values.groupby(frame["label"], sort=False).agg(["mean", "std", "count", "size"])
+    return {label: Stat(r["mean"], r["std"] if r["count"] > 1 else (0.0 if r["count"] else math.nan),
+                        int(r["count"]), int(r["size"])) for label, r in agg.iterrows()}
+
+
 def task_table(task: str, settings: dict, groups: Sequence[RunGroup], columns: Sequence[str], style: Style
                ) -> TaskTable:
     metric = settings["metric"]
     higher = bool(settings.get("higher_is_better", higher_is_better(metric)))
-    test, val = f"test_{metric}", f"val_{metric}"
     target_column = f"{settings.get('target_split', 'val')}_{metric}"
     target = settings.get("target")
     table = TaskTable(task, metric, higher, None if target is None else float(target), target_column, list(columns))
     labels = style.group_labels(groups)
+    runs = run_table(groups, labels, metric, higher, target_column, table.target)
+    finished = runs[runs["status"] == "finished"]
+    settled = runs[runs["status"].isin(("finished", "diverged"))]  # a diverged run never reaches a target after
+    cells = {name: seed_stats(finished, name) for name in ("final", "best", "best_val_epoch", "at_best_val")}
+    if target is not None:
+        cells.update({name: seed_stats(settled, name) for name in ("target_steps", "target_seconds")})
+    empty = Stat.of([])
     for group, label in zip(groups, labels):
-        finished = [r for r in group.runs if r.status == "finished"]
-        cells = {
-            "final": Stat.of([measures.final_value(r, test) for r in finished]),
-            "best": Stat.of([measures.best_value(r, test, higher) for r in finished]),
-            "best_val_epoch": Stat.of([measures.best_epoch(r, val, higher) for r in finished]),
-            "at_best_val": Stat.of([measures.value_at_best(r, test, val, higher) for r in finished]),
-        }
-        if target is not None:
-            cells["target_steps"], cells["target_seconds"] = measures.group_time_to_target(
-                group, target_column, float(target), higher)
-        table.rows.append(Row(label, group, cells))
+        table.rows.append(Row(label, group, {name: stats.get(label, empty) for name, stats in cells.items()}))
     return table
 
 
@@ -231,8 +257,9 @@ def _grids(tables: Tables) -> list[tuple[str, list[str], list[list[str]]]]:
 def to_markdown(tables: Tables) -> str:
     lines = [f"# {tables.name}", ""]
     for caption, header, rows in _grids(tables):
-        lines += [f"**{caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+        grid = pd.DataFrame(rows, columns=header)
+        align = ["left"] + ["right"] * (len(header) - 1)
+        lines += [f"**{caption}**", "", grid.to_markdown(index=False, disable_numparse=True, colalign=align), ""]
     if len(lines) == 2:
         lines.append("no runs found")
     lines.append("Mean ± sample std over seeds; (k/n): only k of n seeds have a value (not finished, diverged, "
@@ -249,15 +276,14 @@ def latex_escape(text: str) -> str:
 
 
 def to_latex(tables: Tables) -> str:
-    """One booktabs table per section (needs \\usepackage{booktabs})."""
+    """One booktabs table per section (needs \\usepackage{booktabs}); cells are escaped here (±, ≥ become math),
+    so pandas writes them as they are."""
     parts = [f"% {tables.name}: generated by python -m optbench.plot table={tables.name}"]
     for caption, header, rows in _grids(tables):
-        parts += [r"\begin{table}[t]", r"\centering", r"\small",
-                  r"\caption{" + latex_escape(caption) + "}",
-                  r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
-                  " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
-        parts += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows]
-        parts += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+        grid = pd.DataFrame([[latex_escape(c) for c in row] for row in rows],
+                            columns=[latex_escape(h) for h in header])
+        parts.append(grid.to_latex(index=False, escape=False, caption=latex_escape(caption), position="t",
+                                   column_format="l" + "r" * (len(header) - 1)))
     return "\n".join(parts) + "\n"
 
 
