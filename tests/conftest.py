@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import sys
 import struct
 from pathlib import Path
@@ -14,6 +15,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 sys.path.insert(0, str(REPO / "src"))  # test this checkout, whichever one pip installed in editable mode
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))  # and
+# so do the subprocesses tests start (python -m optbench.plot ...)
 
 torch.set_num_threads(1)  # the suite shares 2 cores; keeps timings stable and runs deterministic
 
@@ -124,3 +127,9 @@ def mini_cifar_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mini_text_dir(tmp_path_factory) -> Path:
     return write_mini_text(tmp_path_factory.mktemp("text"))
+
+
+def markdown_rows(text: str) -> list[list[str]]:
+    """The cells of every row of the Markdown tables in ``text`` (pandas' to_markdown pads them)."""
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not set(line) <= set("|:- ")]

@@ -11,9 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, markdown_rows
 from optbench.plot.measures import Speedup, performance_profile, speedup
-from optbench.plot.runs import load_runs
+from optbench.plot.runs import group_runs, load_runs
 from optbench.plot.specs import SpecError, load_table_spec
 from optbench.plot.tables import build_tables, fmt_stat, latex_escape, to_latex, to_markdown
 from test_plot_rundirs import classification_rows, step_rows, write_run
@@ -89,9 +89,7 @@ def test_numbers_equal_those_computed_from_the_csvs(results, spec):
                                                                for s in range(3)]))
 
     markdown = to_markdown(tables)
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()
-            if line.startswith("|")]
-    cells = next(row for row in rows if row[0] == "Adam" and row[1].startswith("1 diverged"))
+    cells = next(row for row in markdown_rows(markdown) if row[0] == "Adam" and row[1].startswith("1 diverged"))
     assert cells[2] == f"{np.mean(finals):.4g} ± {np.std(finals, ddof=1):.4g}"
     assert cells[6] == f"{np.mean(steps):.4g} ± {np.std(steps, ddof=1):.4g} (3/4)"
     assert "iterations to val_acc ≥ 0.7" in markdown and "iterations to val_loss ≤ 1" in markdown
@@ -238,3 +236,13 @@ def test_profile_colours_are_the_figures_colours(results, tmp_path, monkeypatch)
     assert lines["Adam"].get_linestyle() == "--"
     assert fig.axes[0].get_legend() is None and fig.legends  # the legend is the figure's, beside the axes
     plt.close(fig)
+
+
+def test_a_run_that_reached_its_target_counts_as_finished(tmp_path):
+    from optbench.plot.measures import counted, final_value
+    from test_plot_rundirs import classification_rows, write_run
+
+    write_run(tmp_path, "t", "sgd", 0, classification_rows(0), status="reached")
+    [group] = group_runs(load_runs(tmp_path))
+    assert final_value(group.runs[0], "test_acc") == classification_rows(0)[-1]["test_acc"]
+    assert counted(group) == group.runs

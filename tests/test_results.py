@@ -163,7 +163,8 @@ def test_the_composed_config_shows_the_values_the_run_uses():
     cfg = OmegaConf.to_container(compose("task=cifar10", "optim=momentum"), resolve=True)
     assert cfg["optim"]["weight_decay"] == cfg["task"]["weight_decay"] == 5e-4
     assert cfg["optim"]["lr_schedule"] == {"name": "step", "milestones": [150, 250], "lr_decay": 0.1,
-                                           "min_factor": 0.0}
+                                           "min_factor": 0.0, "unit": None, "warmup_steps": None, "factor": None,
+                                           "patience": None, "threshold": None, "metric": None}
     assert OmegaConf.to_container(compose("optim=adamw"), resolve=True)["optim"]["weight_decay"] == 1e-2
 
 

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CONFIG_DIR, REPO
+from conftest import CONFIG_DIR, REPO, markdown_rows
 from test_plot_rundirs import classification_rows, step_rows, write_run
 
 PAPERS = ("aggmo", "expectigrad", "hypergrad", "adamp", "yellowfin")
@@ -54,6 +54,7 @@ def test_every_job_of_the_grid_composes(tmp_path, paper, quick):
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from optbench import tuning
     from optbench.checks import check_run
 
     commands = _captured_commands(tmp_path, paper, quick)
@@ -72,9 +73,11 @@ def test_every_job_of_the_grid_composes(tmp_path, paper, quick):
                       if o.is_sweep_override() and o not in groups]
             for choice in itertools.product(*(list(o.sweep_string_iterator()) for o in groups)):
                 picked = [f"{o.key_or_group}={value}" for o, value in zip(groups, choice)]
-                cfg = compose("config", overrides=fixed + picked + firsts)
-                check_run(OmegaConf.to_container(cfg, resolve=True))
-                jobs += 1
+                cfg = OmegaConf.to_container(compose("config", overrides=fixed + picked + firsts), resolve=True)
+                for point in range(len(tuning.grid(cfg))) if cfg.get("tune") else [None]:  # each tuning point
+                    check_run(tuning.apply({**cfg, "tune": {**cfg["tune"], "point": point}}) if cfg.get("tune")
+                              else cfg)
+                    jobs += 1
     assert jobs >= 3
 
 
@@ -85,20 +88,24 @@ def test_quick_hypergrad_runs_the_grid_and_draws_everything(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summaries = {p.relative_to(tmp_path / "results"): json.loads(p.read_text())
                  for p in (tmp_path / "results").glob("*/*/*/seed*/summary.json")}
-    methods = {"sgd", "sgd_hd", "sgdop_sgdnlop", "nesterov", "sgdn_hd", "sgdnop_sgdnlop", "adam", "adam_hd",
-               "adamop_adamlop"}
+    methods = {"sgd", "sgd_hd", "sgdop_sgdnlop", "sgdop_adamlop", "nesterov", "sgdn_hd", "sgdnop_sgdnlop",
+               "sgdnop_adamlop", "adam", "adam_hd", "adamop_adamlop", "adamop_sgdnlop"}
     assert {p.parts[1] for p in summaries if p.parts[0] == "digits_logreg"} == methods
     # digits MLP: alpha_0 in {1e-2, 1e-3, 1e-4} for every method (1e-3 is the main run)
     assert len([p for p in summaries if p.parts[0] == "digits_mlp"]) == 3 * len(methods)
     assert {s["status"] for s in summaries.values()} == {"finished"}
     plots = tmp_path / "plots"
-    for name in ("hypergrad/grid", "hypergrad/logreg", "hypergrad/mlp", "hypergrad/vgg", "hypergrad_alpha0/alpha0"):
+    # the alpha_0 x beta grid: 3 x 3 for each HD method (one point of each is a main run)
+    assert len([p for p in summaries if p.parts[:2] == ("digits_logreg", "sgd_hd")]) == 9
+    for name in ("hypergrad/grid", "hypergrad/logreg", "hypergrad/mlp", "hypergrad/vgg", "hypergrad_alpha0/alpha0",
+                 "hypergrad_alpha0/grid"):
         assert (plots / f"{name}.png").stat().st_size > 5000 and (plots / f"{name}.pdf").exists()
     table = (plots / "tables" / "hypergrad.md").read_text()
     # the table's final test loss of SGD-HD on the digits MLP is the trainer's own final number
-    final = next(s for p, s in summaries.items() if p.parts[:3] == ("digits_mlp", "sgd_hd", "task.epochs=2"))
-    row = next(line for line in table.split("**digits_mlp")[1].splitlines() if line.startswith("| SGD-HD |"))
-    assert row.split("|")[3].strip() == f"{final['final']['test_loss']:.4g}"
+    final = next(s for p, s in summaries.items() if p.parts[:2] == ("digits_mlp", "sgd_hd")
+                 and p.parts[2].startswith("task.epochs=2,"))  # the main run (alpha_0 = 1e-3: no lr= part)
+    row = next(r for r in markdown_rows(table.split("**digits_mlp")[1]) if r[0] == "SGD-HD")
+    assert row[2] == f"{final['final']['test_loss']:.4g}"
 
 
 def test_plots_redraws_the_papers_that_have_results(tmp_path):
@@ -113,7 +120,8 @@ def test_plots_redraws_the_papers_that_have_results(tmp_path):
     assert f"no {root}/aggmo, skipping aggmo" in proc.stdout
     for name in ("yellowfin/sync", "yellowfin/async"):
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 5000
-    assert "| Adam | 1 finished |" in (tmp_path / "plots" / "tables" / "yellowfin.md").read_text()
+    assert ["Adam", "1 finished"] in [r[:2] for r in markdown_rows(
+        (tmp_path / "plots" / "tables" / "yellowfin.md").read_text())]
     empty = subprocess.run(["bash", "scripts/plots.sh"], cwd=REPO, capture_output=True, text=True,
                            env={**env, "RESULTS_ROOT": str(tmp_path / "none")})
     assert empty.returncode == 1 and "no results under" in empty.stderr

@@ -8,9 +8,10 @@ import math
 from numbers import Number
 from typing import Any, Mapping
 
+from optbench.controls import EPOCH_PREFIXES, parse_target
 from optbench.data.batches import check_val_fraction
 from optbench.errors import ConfigError
-from optbench.schedules import SCHEDULES
+from optbench.schedules import SCHEDULES, UNITS
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -52,8 +53,10 @@ def check_optim(cfg: Mapping) -> None:
     check_schedule_has_effect(cfg)
 
 
-# schedule settings, and the schedules that read them
-_SCHEDULE_KEYS = {"milestones": ("step",), "lr_decay": ("step", "exponential"), "min_factor": ("cosine",)}
+# schedule settings, and the schedules that read them (warmup_steps: every schedule)
+_SCHEDULE_KEYS = {"milestones": ("step",), "lr_decay": ("step", "exponential"), "min_factor": ("cosine",),
+                  "unit": ("step", "exponential", "cosine"), "factor": ("plateau",), "patience": ("plateau",),
+                  "threshold": ("plateau",), "metric": ("plateau",)}
 
 
 def check_schedule_has_effect(cfg: Mapping) -> None:
@@ -81,7 +84,40 @@ def check_schedule(prefix: str, schedule: Mapping) -> None:
         for m in milestones:
             _int_at_least(f"{prefix}.milestones", m, 1)
         if list(milestones) != sorted(set(milestones)):
-            raise ConfigError(f"{prefix}.milestones={list(milestones)} must be strictly increasing epochs")
+            raise ConfigError(f"{prefix}.milestones={list(milestones)} must be strictly increasing epochs (steps "
+                              "with unit=step)")
+    if schedule.get("unit") is not None and schedule["unit"] not in UNITS:
+        raise ConfigError(f"{prefix}.unit={schedule['unit']!r} is not known; valid: {', '.join(UNITS)}")
+    if schedule.get("warmup_steps") is not None:
+        _int_at_least(f"{prefix}.warmup_steps", schedule["warmup_steps"], 0)
+    check_plateau(prefix, schedule)
+
+
+def check_plateau(prefix: str, schedule: Mapping) -> None:
+    """Reduce-on-plateau's settings (torch's ReduceLROnPlateau ranges); metric must be a metrics.csv column."""
+    if schedule.get("factor") is not None:
+        _in_range(f"{prefix}.factor", schedule["factor"], 0.0, 1.0, low_open=True)
+    if schedule.get("patience") is not None:
+        _int_at_least(f"{prefix}.patience", schedule["patience"], 0)
+    if schedule.get("threshold") is not None:
+        _in_range(f"{prefix}.threshold", schedule["threshold"], 0.0, math.inf)
+    metric = schedule.get("metric")
+    if metric is not None and not (isinstance(metric, str) and metric.startswith(EPOCH_PREFIXES)):
+        raise ConfigError(f"{prefix}.metric={metric!r} must be a metrics.csv column checked at epoch ends: "
+                          "val_loss (the default), val_acc, train_loss ...")
+
+
+def check_controls(cfg: Mapping) -> None:
+    """task.max_steps and the trainer's run controls (optbench.controls)."""
+    task, trainer = cfg["task"], cfg["trainer"]
+    if task.get("max_steps") is not None:
+        _int_at_least("task.max_steps", task["max_steps"], 1)
+    if trainer.get("stop_at") is not None:
+        parse_target(trainer["stop_at"])
+    if trainer.get("patience") is not None:
+        _int_at_least("trainer.patience", trainer["patience"], 0)
+    if trainer.get("nt_asgd") is not None:
+        _int_at_least("trainer.nt_asgd", trainer["nt_asgd"], 1)
 
 
 def check_run(cfg: Mapping) -> None:
@@ -116,4 +152,5 @@ def check_run(cfg: Mapping) -> None:
                           "check the fresh gradients but apply stale ones); use trainer.amp=bf16 or none")
     if trainer.get("grad_clip") is not None:
         _in_range("trainer.grad_clip", trainer["grad_clip"], 0.0, math.inf, low_open=True)
+    check_controls(cfg)
     check_optim(cfg)

@@ -31,12 +31,20 @@ if not OmegaConf.has_resolver("optbench_choices"):
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """One run; with a tune config, returns its validation score (the objective of an optimising sweeper such
+    as Optuna: tune.metric, judged by tune.select)."""
     from optbench.errors import OptbenchError, RunInterrupted
     from optbench.train import run
 
     try:
-        run(cfg)
+        run_dir = run(cfg)
+        tune = cfg.get("tune")
+        if tune is not None and run_dir is not None:
+            from optbench.selection import objective
+
+            return objective(run_dir, str(tune.get("metric", "loss")), str(tune.get("select", "best")))
+        return None
     except (OptbenchError, KeyboardInterrupt) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -1,10 +1,12 @@
 """A run's life in its directory, around the trainer: claiming the directory (the lock), deciding whether an
 existing run may be resumed with this config, and keeping summary.json true across attempts.
 
-States (summary.json ``status``): running (a live process holds the lock), finished, diverged, failed (an
-error; the message is in ``error``), interrupted (stopped by a signal after saving, or its process died: a
-reader that finds ``running`` without a lock holder reports interrupted). Re-running the same command resumes
-running/failed/interrupted runs from their checkpoint and leaves finished and diverged ones alone.
+States (summary.json ``status``): running (a live process holds the lock), finished (also when early stopping
+ended it: ``stop_reason: patience``), reached (its trainer.stop_at target: ``stop_reason: stop_at``), diverged,
+failed (an error; the message is in ``error``), interrupted (stopped by a signal after saving, or its process
+died: a reader that finds ``running`` without a lock holder reports interrupted). Re-running the same command
+resumes running/failed/interrupted runs from their checkpoint and leaves finished, reached and diverged ones
+alone (rundir.SETTLED).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from optbench.errors import ConfigError, RunLockedError
 from optbench.fingerprint import differences, fingerprint
 from optbench.runlock import RunLock, describe_owner, owner
 
-DONE = ("finished", "diverged")
+DONE = rundir.SETTLED
 
 
 @contextlib.contextmanager
@@ -69,8 +71,8 @@ def clear(run_dir: Path) -> None:
 
 
 def prune(run_dir: Path, keep: str) -> None:
-    """trainer.keep, once a run has finished: last keeps checkpoint.pth and best.pth, best only best.pth, all
-    every file (checkpoint.prev.pth only matters while a run can still be interrupted)."""
+    """trainer.keep, once a run has finished (or reached its target): last keeps checkpoint.pth and best.pth,
+    best only best.pth, all every file (checkpoint.prev.pth only matters while a run can still be interrupted)."""
     drop = {"last": [rundir.PREVIOUS_CHECKPOINT], "best": [rundir.PREVIOUS_CHECKPOINT, rundir.CHECKPOINT]}
     for name in drop.get(keep, []):
         (run_dir / name).unlink(missing_ok=True)

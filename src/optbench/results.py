@@ -25,6 +25,7 @@ from optbench import rundir, runlock
 from optbench.rundir import flatten
 
 IDENTITY = ["task", "optim", "variant", "seed", "status", "results_dir", "path"]
+higher_is_better = rundir.higher_is_better  # a metric whose name ends in 'acc' is better when higher
 
 
 def read_log(path: Path) -> pd.DataFrame:
@@ -42,11 +43,6 @@ def read_log(path: Path) -> pd.DataFrame:
     numbers = frame.apply(pd.to_numeric, errors="coerce")
     broken = numbers.isna() & frame.notna()  # a cell that is there but is not a number
     return numbers[~broken.any(axis=1)].reset_index(drop=True)
-
-
-def higher_is_better(metric: str) -> bool:
-    """A metric whose name ends in 'acc' is better when higher; loss, sse, ppl when lower."""
-    return metric.endswith("acc")
 
 
 def _selected(value: Any, wanted: str | Iterable[str] | None) -> bool:

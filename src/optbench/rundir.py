@@ -30,13 +30,25 @@ CONFIG = "config.yaml"
 LOCK = ".lock"
 OWNER = ".owner"  # who holds the lock (pid, host, since), written by the holder
 
-# trainer settings that change the math, and so belong in the variant name
-VARIANT_TRAINER_KEYS = ("staleness", "grad_clip", "amp")
+# summary.json statuses (optbench.lifecycle): a run that ended with its final numbers (finished, or reached its
+# trainer.stop_at target), and one whose numbers will no longer change (those, or diverged): re-running the
+# command leaves a settled run alone, and readers take final values from FINAL runs only
+FINAL = ("finished", "reached")
+SETTLED = FINAL + ("diverged",)
+
+# trainer settings that change the math (or where a run stops), and so belong in the variant name
+VARIANT_TRAINER_KEYS = ("staleness", "grad_clip", "amp", "stop_at", "patience", "nt_asgd")
 # optimizer keys that take the task's value unless the optimizer config sets its own (configs/config.yaml)
-_FOLLOWS_TASK = ("weight_decay", "lr_schedule.name", "lr_schedule.milestones", "lr_schedule.lr_decay",
-                 "lr_schedule.min_factor")
+_FOLLOWS_TASK = ("weight_decay",) + tuple(f"lr_schedule.{key}" for key in (
+    "name", "milestones", "lr_decay", "min_factor", "unit", "warmup_steps", "factor", "patience", "threshold",
+    "metric"))
 # task keys that never change the math
 _NON_VARIANT_TASK_KEYS = ("download", "eval_batch_size")
+
+
+def higher_is_better(metric: str) -> bool:
+    """A metric whose name ends in 'acc' is better when higher; loss, sse, ppl when lower."""
+    return metric.endswith("acc")
 
 
 def flatten(cfg: Mapping, prefix: str = "") -> dict[str, Any]:

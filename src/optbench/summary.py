@@ -1,9 +1,10 @@
 """One table for any set of runs: ``python -m optbench.summary results_dir=DIR [task=NAME] [optim=NAME]``.
 
 One row per (task, optim, variant): how many seeds, their statuses, the final and the best validation metric
-(mean ± std over finished seeds), the test metric at the best validation loss (the epoch best.pth keeps), and
-the training time. A sweep prints it when it ends (optbench.callbacks.SweepSummary, configs/config.yaml).
-The metric is the task's own (accuracy, perplexity, reconstruction error), else the loss.
+(mean ± std over finished seeds, and those that reached their stop_at target), the test metric at the best
+validation loss (the epoch best.pth keeps), and the training time. A sweep prints it when it ends
+(optbench.callbacks.SweepSummary, configs/config.yaml). The metric is the task's own (accuracy, perplexity,
+reconstruction error), else the loss.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from optbench import results
+from optbench import results, rundir
 from optbench.results import higher_is_better
 
 GROUP = ["task", "optim", "variant"]
@@ -58,7 +59,7 @@ def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
     by = GROUP if runs["results_dir"].nunique() == 1 else ["results_dir"] + GROUP  # runs of several sweeps
     rows = []
     for key, group in runs.groupby(by, sort=True):
-        done = group[group["status"] == "finished"]
+        done = group[group["status"].isin(rundir.FINAL)]
         counts = group["status"].value_counts()
         rows.append({**dict(zip(by, key)), "seeds": len(group),
                      "status": ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),

@@ -3,6 +3,8 @@
 One epoch = the task's batches; after each epoch: evaluate val/test, append a metrics.csv row, save the
 checkpoint atomically. Epoch 0 is the model before training. Host synchronisation happens only when a row is
 logged (every ``trainer.log_every`` steps) and at epoch ends, so the loop costs little over a bare one.
+The run ends after ``task.epochs`` epochs, or ``task.max_steps`` steps (the last epoch then logged as it stands),
+or earlier by a run control (optbench.controls: a stop_at target, patience); schedules: optbench.schedules.
 The pieces around a step (mixed precision, data-parallel weighting, epoch means, the progress bar) live in
 optbench.loop; the optimizer is reached only through torch's API and optbench.optim.protocol.
 """
@@ -19,14 +21,15 @@ from typing import Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from optbench import checkpoints, distributed, lifecycle, rundir, threads
+from optbench import checkpoints, distributed, lifecycle, rundir, threads, tuning
 from optbench.checks import check_run
+from optbench.controls import RunControls, check_epoch_column
 from optbench.errors import ConfigError, RunInterrupted, RunLockedError, RunStoreError
 from optbench.interrupts import GracefulStop
 from optbench.loop import EpochMeans, Precision, Progress, Sharding, to_float
 from optbench.optim import build_optimizer, protocol
 from optbench.run_config import default_run_config, optimizer_config, schedule_config
-from optbench.schedules import lr_factor
+from optbench.schedules import Schedule
 from optbench.tasks import Task, build_task
 
 
@@ -59,7 +62,9 @@ class Trainer:
         self.cfg, self.task, self.optimizer, self.run_dir, self.device = cfg, task, optimizer, run_dir, device
         trainer = cfg["trainer"]
         self.epochs, self.log_every = int(cfg["task"]["epochs"]), int(trainer["log_every"])
-        self.schedule = schedule_config(cfg)
+        self.max_steps = cfg["task"].get("max_steps")  # a budget in steps replaces the epochs
+        if self.max_steps is not None:
+            self.epochs = math.ceil(self.max_steps / task.steps_per_epoch())
         clip = trainer.get("grad_clip")
         self.grad_clip = float(clip if clip is not None else cfg["task"].get("grad_clip") or 0.0)
         self.model = task.model  # the plain module whose state is saved
@@ -67,7 +72,7 @@ class Trainer:
         self.metrics_log = rundir.CsvLog(run_dir / rundir.METRICS)
         self.steps_log = rundir.CsvLog(run_dir / rundir.STEPS)
         self.epoch, self.step, self.train_time = 0, 0, 0.0
-        self.best_value, self.best_row = math.inf, None
+        self.best_value, self.best_row, self.best_epoch = math.inf, None, 0
         self.stop = None  # an optbench.interrupts.GracefulStop while run() drives the trainer
         self.partial = self.resumed_partial = None  # where an interrupted epoch stopped (see train_epoch)
         self.diverged_at: int | None = None
@@ -77,6 +82,7 @@ class Trainer:
         self._prepare_model(trainer)
         self.delay = self._gradient_delay(int(trainer.get("staleness", 0)))
         self.scale_invariant = self._scale_invariant_weights() if cfg.get("log_weight_norm") else []
+        self.schedule, self.controls = self._run_controls(cfg)
         self.tensorboard = self._tensorboard() if cfg.get("tensorboard") and ctx.is_main else None
         progress = trainer.get("progress", "auto")
         bar = sys.stderr.isatty() if progress == "auto" else bool(progress)
@@ -95,6 +101,16 @@ class Trainer:
 
             ids = [self.device] if self.device.type == "cuda" else None
             self.task.wrap_model(lambda net: DistributedDataParallel(net, device_ids=ids))
+
+    def _run_controls(self, cfg: Mapping) -> tuple[Schedule, RunControls]:
+        """The lr schedule and the run controls, their columns checked against what this run logs."""
+        settings = schedule_config(cfg)
+        if settings.get("name") == "plateau" and settings.get("metric") is not None:
+            check_epoch_column("lr_schedule.metric", settings["metric"], self.task.metric_names)
+        steps = self.max_steps or self.epochs * self.task.steps_per_epoch()
+        step_columns = ["loss", "lr", *protocol.extras(self.optimizer)] + ["weight_norm"] * bool(self.scale_invariant)
+        controls = RunControls(cfg["trainer"], self.task.metric_names, step_columns, self.model)
+        return Schedule(settings, self.epochs, steps), controls
 
     def _gradient_delay(self, staleness: int):
         if staleness == 0:
@@ -127,6 +143,9 @@ class Trainer:
             "step": self.step,
             "train_time": self.train_time,
             "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "schedule": self.schedule.state_dict(),
+            "controls": self.controls.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_generator": self.generator.get_state(),
             "scaler": self.precision.state_dict(),
@@ -152,12 +171,16 @@ class Trainer:
         self.resumed_partial = state.get("partial")
         if self.delay is not None and "delay" in state:
             self.delay.load_state_dict(state["delay"])
+        self.schedule.load_state_dict(state.get("schedule"))
+        self.controls.load_state_dict(state.get("controls"))
         if self.ctx.is_main:
             self.metrics_log.truncate("epoch", self.epoch)
             self.steps_log.truncate("step", self.step)
         column = "val_" + self.task.best_metric
         self.best_row = next((r for r in self.metrics_log.rows()
                               if float(r.get(column) or math.nan) == self.best_value), None)
+        older = int(float(self.best_row["epoch"])) if self.best_row else 0  # a checkpoint without best_epoch
+        self.best_epoch = int(state.get("best_epoch", older))
 
     def checkpoint(self) -> None:
         if self.ctx.is_main:
@@ -187,12 +210,13 @@ class Trainer:
         self._to_tensorboard("epoch", row)
         value = row.get("val_" + self.task.best_metric)
         if value is not None and math.isfinite(value) and value < self.best_value:
-            self.best_value, self.best_row = value, row
+            self.best_value, self.best_row, self.best_epoch = value, row, self.epoch
             checkpoints.save_atomic({"model": self.model.state_dict(), "epoch": self.epoch, "metrics": row},
                                self.run_dir / rundir.BEST)
 
-    def log_step(self, loss: torch.Tensor, extras: dict) -> float:
-        """Write a steps.csv row; returns the (global) loss. The only host sync of ordinary steps."""
+    def log_step(self, loss: torch.Tensor, extras: dict) -> dict:
+        """Write a steps.csv row and return it (the loss is the global one). The only host sync of ordinary
+        steps."""
         value = self.sharding.global_mean(loss.detach().float().reshape(1))[0].item()
         row = {"step": self.step, "epoch": self.epoch, "loss": value, "lr": to_float(self.lr())}
         row.update({k: to_float(v) for k, v in extras.items()})
@@ -201,7 +225,7 @@ class Trainer:
         if self.ctx.is_main:
             self.steps_log.append(row)
             self._to_tensorboard("step", row)
-        return value
+        return row
 
     def _to_tensorboard(self, prefix: str, row: dict) -> None:
         if self.tensorboard is not None:
@@ -211,8 +235,9 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def train_epoch(self) -> tuple[EpochMeans, str]:
-        """One epoch (or the rest of one a stop interrupted); returns its means and how it ended: 'done',
-        'diverged', or 'interrupted' (a stop was requested: ``self.partial`` describes where to resume)."""
+        """One epoch (or the rest of one a stop interrupted); returns its means and how it ended: 'done' (also
+        when task.max_steps ends it early), 'reached' (a stop_at target at a logged step), 'diverged', or
+        'interrupted' (a stop was requested: ``self.partial`` describes where to resume)."""
         self.task.net.train()
         partial, self.partial = self.resumed_partial, None
         self.resumed_partial = None
@@ -225,22 +250,41 @@ class Trainer:
             for index, batch in enumerate(self.task.train_batches(self.generator)):
                 if index < partial["batches"]:  # drawn again (same randomness), trained on before the stop
                     continue
-                loss, metrics = self.forward_backward(batch)
-                self.update()
-                self.step += 1
-                extras = protocol.extras(self.optimizer)
-                means.add({"loss": loss, "lr": self.lr(), **metrics, **extras})
-                if self.step % self.log_every == 0:
-                    value = self.log_step(loss, extras)
-                    bar.show(self.step, value)
-                    if not math.isfinite(value):
-                        self.diverged_at = self.step
-                        return means, "diverged"
-                bar.advance()
+                ended = self.train_step(batch, means, bar)
+                if ended is not None:
+                    return means, ended
                 if self.stop_requested(logged=self.step % self.log_every == 0):
                     self.partial = {**partial, "batches": index + 1, "means": means.state_dict()}
                     return means, "interrupted"
         return means, "done"
+
+    def train_step(self, batch: Any, means: EpochMeans, bar: Progress) -> str | None:
+        """One optimizer step with its bookkeeping; returns how the epoch ends here ('diverged', 'reached',
+        'done' at task.max_steps), or None to go on."""
+        if self.schedule.per_step:
+            self.apply_lr_factor()
+        loss, metrics = self.forward_backward(batch)
+        self.update()
+        self.step += 1
+        self.controls.after_step()
+        extras = protocol.extras(self.optimizer)
+        means.add({"loss": loss, "lr": self.lr(), **metrics, **extras})
+        ended = None
+        if self.step % self.log_every == 0:
+            row = self.log_step(loss, extras)
+            bar.show(self.step, row["loss"])
+            if not math.isfinite(row["loss"]):
+                self.diverged_at = self.step
+                return "diverged"
+            ended = "reached" if self.controls.step_row(row) else None
+        bar.advance()
+        if ended is None and self.max_steps is not None and self.step >= self.max_steps:
+            ended = "done"
+        return ended
+
+    def apply_lr_factor(self) -> None:
+        """The schedule's factor for the coming update, handed to the optimizer (which may scale its own lr)."""
+        protocol.set_lr_factor(self.optimizer, self.schedule.factor(self.epoch, self.step))
 
     def forward_backward(self, batch: Any) -> tuple[torch.Tensor, dict]:
         batch, weight = self.sharding.share(batch)
@@ -270,15 +314,17 @@ class Trainer:
         return means.means()
 
     def fit(self) -> str:
-        """Train to the configured number of epochs from wherever the run stands; returns the final status:
-        finished, diverged, or interrupted (a stop was requested; the checkpoint holds where it stopped)."""
+        """Train to the end of the budget (task.epochs or task.max_steps) from wherever the run stands, unless a
+        run control ends it first; returns the final status: finished, reached (a stop_at target), diverged, or
+        interrupted (a stop was requested; the checkpoint holds where it stopped)."""
         if self.epoch == 0 and not self.metrics_log.rows() and self.resumed_partial is None:
             row = {"lr": to_float(self.lr()), **self.evaluate(("train", "val", "test"))}
             row.update({k: to_float(v) for k, v in protocol.extras(self.optimizer).items()})
             self.log_epoch(row)
+            self.controls.epoch_row({"epoch": 0, "step": 0, **row}, self.best_epoch)
             self.checkpoint()
-        protocol.plan(self.optimizer, (self.epochs - self.epoch) * self.task.steps_per_epoch())
-        while self.epoch < self.epochs:
+        protocol.plan(self.optimizer, self.remaining_steps())
+        while self.controls.stopped is None and not self.budget_spent():
             self.epoch += 1
             outcome = self.train_and_log_epoch()
             if outcome == "interrupted":
@@ -288,9 +334,18 @@ class Trainer:
             if outcome == "diverged":
                 return "diverged"
             self.checkpoint()
-            if self.stop_requested():
+            if self.controls.stopped is None and self.stop_requested():
                 return "interrupted"
-        return "finished"
+        return self.controls.status
+
+    def budget_spent(self) -> bool:
+        return self.step >= self.max_steps if self.max_steps is not None else self.epoch >= self.epochs
+
+    def remaining_steps(self) -> int:
+        """What the optimizer is told to expect (optbench.optim.protocol.plan)."""
+        if self.max_steps is not None:
+            return max(self.max_steps - self.step, 0)
+        return (self.epochs - self.epoch) * self.task.steps_per_epoch()
 
     def stop_requested(self, logged: bool = True) -> bool:
         """Whether to stop for a signal now: at every step in one process; under torchrun at logged steps and
@@ -302,8 +357,9 @@ class Trainer:
         return logged and distributed.any_process(self.ctx, self.stop.requested, self.device)
 
     def train_and_log_epoch(self) -> str:
-        """One epoch with its metrics.csv row (none when interrupted); returns train_epoch's outcome."""
-        protocol.set_lr_factor(self.optimizer, lr_factor(self.schedule, self.epoch, self.epochs))
+        """One epoch with its metrics.csv row (none when interrupted); returns train_epoch's outcome. Evaluation
+        and best.pth use NT-ASGD's averaged weights once averaging has started."""
+        self.apply_lr_factor()
         start = time.perf_counter()
         means, outcome = self.train_epoch()
         if self.device.type == "cuda":
@@ -311,21 +367,29 @@ class Trainer:
         self.train_time += time.perf_counter() - start
         if outcome == "interrupted":
             return outcome
-        means = self.epoch_means(means)
+        row = self.train_row(self.epoch_means(means))
+        with self.controls.evaluation_weights():
+            if self.cfg["trainer"].get("eval_train"):
+                row.update(self.evaluate(("train",)))
+            if outcome != "diverged" and not math.isfinite(row.get("train_loss", 0.0)):
+                outcome, self.diverged_at = "diverged", self.step
+            if outcome != "diverged":
+                row.update(self.evaluate(("val", "test")))
+            self.log_epoch(row)
+        if outcome != "diverged":  # the epoch's row decides plateau reductions, early stops, NT-ASGD's switch
+            self.schedule.end_epoch(row)
+            self.controls.epoch_row({"epoch": self.epoch, "step": self.step, **row}, self.best_epoch)
+        metric = next((m for m in self.task.metric_names), "loss")
+        self.progress.epoch_done(self.epoch, self.epochs, row, metric)
+        return outcome
+
+    def train_row(self, means: dict[str, float]) -> dict:
+        """The epoch's training columns: lr, train_loss and the task's metrics, then optimizer extras."""
         task_keys = ("loss",) + tuple(self.task.metric_names)
         row = {"lr": means.pop("lr")}
         row.update({f"train_{k}": v for k, v in means.items() if k in task_keys})
         row.update({k: v for k, v in means.items() if k not in task_keys})
-        if self.cfg["trainer"].get("eval_train"):
-            row.update(self.evaluate(("train",)))
-        if outcome == "done" and not math.isfinite(row.get("train_loss", 0.0)):
-            outcome, self.diverged_at = "diverged", self.step
-        if outcome == "done":
-            row.update(self.evaluate(("val", "test")))
-        self.log_epoch(row)
-        metric = next((m for m in self.task.metric_names), "loss")
-        self.progress.epoch_done(self.epoch, self.epochs, row, metric)
-        return outcome
+        return row
 
 
 # -------------------------------------------------------------------- one run, from config to run directory
@@ -337,10 +401,11 @@ def _numbers(row: Mapping | None) -> dict | None:
 
 
 def _progress(trainer: Trainer) -> dict:
-    """What summary.json reports of the trainer's progress."""
+    """What summary.json reports of the trainer's progress (and of its run controls: stop_reason ...)."""
     rows = trainer.metrics_log.rows()
     return {"epoch": trainer.epoch, "step": trainer.step, "train_time_s": trainer.train_time,
-            "final": _numbers(rows[-1]) if rows else None, "best": _numbers(trainer.best_row)}
+            "final": _numbers(rows[-1]) if rows else None, "best": _numbers(trainer.best_row),
+            **trainer.controls.summary()}
 
 
 def run(cfg: DictConfig | Mapping) -> Path:
@@ -350,6 +415,7 @@ def run(cfg: DictConfig | Mapping) -> Path:
     holds is skipped with a line in the log."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = tuning.apply(cfg)  # a tuning point (configs/tune) becomes the optimizer settings it stands for
     check_run(cfg)
     ctx = distributed.from_environment()
     device = resolve_device(str(cfg["device"]), ctx)
@@ -465,7 +531,7 @@ def _fit_and_record(trainer: Trainer, cfg: Mapping, ctx: distributed.Context, re
             if trainer.tensorboard is not None:
                 trainer.tensorboard.close()
         write(status, _progress(trainer), **_reason(trainer, status, stop))
-        if status == "finished" and ctx.is_main:
+        if status in rundir.FINAL and ctx.is_main:
             lifecycle.prune(trainer.run_dir, cfg["trainer"].get("keep", "last"))
         if status == "interrupted":
             stop.pass_on()

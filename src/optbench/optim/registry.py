@@ -68,11 +68,17 @@ Adam = checked_torch(torch.optim.Adam, lr=_nonnegative, betas=_two_betas, eps=ch
                      weight_decay=_nonnegative)
 AdamW = checked_torch(torch.optim.AdamW, lr=_nonnegative, betas=_two_betas, eps=check_positive,
                       weight_decay=_nonnegative)
+RMSprop = checked_torch(torch.optim.RMSprop, lr=_nonnegative, alpha=check_unit_interval, eps=check_positive,
+                        weight_decay=_nonnegative, momentum=check_unit_interval)
+Adagrad = checked_torch(torch.optim.Adagrad, lr=_nonnegative, lr_decay=_nonnegative, weight_decay=_nonnegative,
+                        initial_accumulator_value=_nonnegative, eps=check_positive)
 
 ALGORITHMS = Registry("algorithm", "optbench.optim", {
     "SGD": "registry:SGD",
     "Adam": "registry:Adam",
     "AdamW": "registry:AdamW",
+    "RMSprop": "registry:RMSprop",
+    "Adagrad": "registry:Adagrad",
     "AggMo": "aggmo:AggMo",
     "AggMo.from_exp_form": "aggmo:AggMo.from_exp_form",
     "Expectigrad": "expectigrad:Expectigrad",

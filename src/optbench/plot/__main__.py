@@ -4,6 +4,10 @@
       a paper's figures: configs/figure/NAME.yaml -> plots/NAME/*.{{png,pdf}}   (figures: {figures})
   python -m optbench.plot table=NAME [results_dir=DIR] [plots_dir=plots]
       a paper's tables: configs/table/NAME.yaml -> plots/tables/NAME.{{md,tex}}  (tables: {tables})
+  python -m optbench.plot table=tuned [results_dir=DIR] [task=NAME] [metric=loss] [select=best|final]
+      each optimizer at its tuned setting (optbench.selection) -> plots/tables/tuned.{{md,tex}}
+  python -m optbench.plot figure=sensitivity [results_dir=DIR] [task=NAME] [metric=loss] [select=best|final]
+      validation score against learning rate per optimizer (DeepOBS) -> plots/sensitivity.{{png,pdf}}
   python -m optbench.plot ranking=true task=NAME [results_dir=results] [out=plots/NAME]
       every optimizer on one task ranked by final validation loss, with curves by family (the quickstart's)
   python -m optbench.plot [task=NAME] [metrics=[train_loss,val_acc]] [optims=[a,b]] [out=plots/NAME]
@@ -24,13 +28,16 @@ from optbench.plot.runs import group_runs, load_runs
 from optbench.plot.specs import SpecError, load_figure_spec, load_table_spec
 
 DEFAULTS = {"figure": None, "table": None, "ranking": False, "results_dir": None, "task": None, "optims": None,
-            "metrics": ["train_loss", "val_loss", "val_acc"], "out": None, "plots_dir": "plots"}
+            "metrics": ["train_loss", "val_loss", "val_acc"], "out": None, "plots_dir": "plots", "metric": "loss",
+            "select": "best"}
+BUILT_IN = {"figure": "sensitivity", "table": "tuned"}  # drawn from any results, no spec file
 
 
 def help_text() -> str:
     from optbench.run_config import config_choices
 
-    names = {group: ", ".join(config_choices(group)) for group in ("figure", "table", "task")}
+    names = {group: ", ".join(config_choices(group) + ([BUILT_IN[group]] if group in BUILT_IN else []))
+             for group in ("figure", "table", "task")}
     return (__doc__ or "").format(figures=names["figure"], tables=names["table"], tasks=names["task"])
 
 
@@ -50,9 +57,50 @@ def _ranking(args) -> int:
     return 0
 
 
+def _tuned_rows(args):
+    from optbench import results
+
+    metrics = results.load(args.results_dir or "results", task=args.task, optim=args.optims)
+    if metrics.empty:
+        raise SpecError(f"no runs under {args.results_dir or 'results'}" + (f" for task {args.task}" if args.task
+                                                                              else ""))
+    return metrics
+
+
+def _sensitivity(args) -> None:
+    from optbench.plot.sensitivity import sensitivity_figure
+
+    try:
+        paths = sensitivity_figure(_tuned_rows(args), Path(args.out or Path(args.plots_dir) / "sensitivity"),
+                                   str(args.metric), str(args.select))
+    except ValueError as err:
+        raise SpecError(str(err)) from None
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def _tuned_table(args) -> None:
+    from optbench.selection import select_tuned, tuned_latex, tuned_markdown
+
+    try:
+        chosen = select_tuned(_tuned_rows(args), str(args.metric), str(args.select))
+    except ValueError as err:
+        raise SpecError(str(err)) from None
+    text = tuned_markdown(chosen, str(args.metric), str(args.select))
+    print(text)
+    out = Path(args.plots_dir) / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tuned.md").write_text(text + "\n")
+    (out / "tuned.tex").write_text(tuned_latex(chosen, str(args.metric), str(args.select)))
+    for path in (out / "tuned.md", out / "tuned.tex"):
+        print(f"wrote {path}")
+
+
 def _figure(name: str, args) -> None:
     from optbench.plot.figures import draw_all
 
+    if name == BUILT_IN["figure"] and not Path(name).suffix:
+        return _sensitivity(args)
     spec = load_figure_spec(name)
     results = args.results_dir or spec.results_dir
     runs = load_runs(results)
@@ -65,6 +113,8 @@ def _figure(name: str, args) -> None:
 def _table(name: str, args) -> None:
     from optbench.plot.tables import build_tables, to_markdown, write_tables
 
+    if name == BUILT_IN["table"] and not Path(name).suffix:
+        return _tuned_table(args)
     spec = load_table_spec(name)
     results = args.results_dir or spec.results_dir
     tables = build_tables(spec, load_runs(results))

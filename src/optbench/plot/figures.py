@@ -7,7 +7,6 @@ Runs that diverged end in a cross at their last finite point; runs still going a
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,13 +15,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 from matplotlib.ticker import LogFormatterSciNotation, NullFormatter  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from optbench.plot.curves import save_figure  # noqa: E402
-from optbench.plot.measures import counted, time_to_target  # noqa: E402
-from optbench.plot.runs import Run, RunGroup, group_runs, lookup  # noqa: E402
+from optbench.plot.heatmap import draw_heatmap  # noqa: E402
+from optbench.plot.measures import times_by_setting  # noqa: E402
+from optbench.plot.runs import Run, RunGroup, group_runs, tuned_only  # noqa: E402
 from optbench.plot.smoothing import smoother  # noqa: E402
 from optbench.plot.specs import FigureFile, FigureSpec, Panel  # noqa: E402
 from optbench.plot.style import Style  # noqa: E402
@@ -151,9 +150,10 @@ def draw_sensitivity(ax, panel: Panel, task: str, groups: Sequence[RunGroup], st
         if threshold is None:
             continue
         groups = [g for g, _ in selected if g.optim == optim]
-        times = _times_by_value(groups, panel.param, column, threshold, higher, source, transform)
+        times = times_by_setting(groups, [panel.param], column, threshold, higher, source, transform)
         if times.empty:
             continue
+        times = times.rename(columns={panel.param: "value"})
         stats = times.groupby("value")["steps"].agg(["mean", "min", "max", "count"])
         color, linestyle = style.color(optim), style.linestyle(optim)
         op = "≥" if higher else "≤"
@@ -173,28 +173,14 @@ def draw_sensitivity(ax, panel: Panel, task: str, groups: Sequence[RunGroup], st
         set_log_scale(ax, "y")
 
 
-def _times_by_value(groups: Sequence[RunGroup], param: str, column: str, threshold: float, higher: bool,
-                    source: str, transform) -> pd.DataFrame:
-    """One row per counted run: its value of ``param``, iterations to the threshold (NaN if never), and
-    whether it diverged without reaching it."""
-    rows = []
-    for group in groups:
-        for run in counted(group):
-            value = lookup(run.config, param)
-            if value is None:
-                continue
-            steps, _ = time_to_target(run, column, threshold, higher, source, transform)
-            rows.append({"value": float(value), "steps": steps,
-                         "diverged": run.status == "diverged" and not math.isfinite(steps)})
-    return pd.DataFrame(rows, columns=["value", "steps", "diverged"])
-
-
 def _decorate(ax, panel: Panel, task: str | None, stand_in: bool = False) -> None:
     """Axis labels, title, limits. ``stand_in``: the runs are of a miniature standing in for the paper's task
     (QUICK=1), which the title then names."""
     source = panel.get("source", "metrics")
     if panel.kind == "sensitivity":
         xlabel, ylabel = _axis_name(panel.param), "iterations to threshold"
+    elif panel.kind == "heatmap":
+        xlabel, ylabel = _axis_name(panel.params[0]), _axis_name(panel.params[1])
     else:
         x = panel.get("x") or ("epoch" if source == "metrics" else "step")
         xlabel, ylabel = _axis_name(x), _axis_name(panel.y) if isinstance(panel.y, str) else ""
@@ -222,6 +208,17 @@ def _inset(ax, panel: Panel, selected, style: Style) -> None:
     child.set_title(inset.get("title", ""), fontsize=6)
 
 
+def panel_groups(panel: Panel, groups: Sequence[RunGroup]) -> list[RunGroup]:
+    """The groups a panel draws from: all, or with ``select: tuned`` each optimizer's tuned setting among the
+    runs the panel shows (its ``where``)."""
+    if panel.get("select") != "tuned":
+        return list(groups)
+    shown = [RunGroup(g.task, g.optim, g.variant, [r for r in g.runs if r.matches(panel.get("where"))])
+             for g in groups]
+    return tuned_only([g for g in shown if g.runs], panel.get("tuned_metric", "loss"), panel.get("tuned_by", "best"),
+                      panel.get("tuned_over"))
+
+
 def draw_figure(fig_file: FigureFile, fig_spec: FigureSpec, runs: Sequence[Run]):
     """A matplotlib Figure of the spec's grid, drawn from the runs (tasks without runs get a note)."""
     style = Style(fig_file.style)
@@ -243,14 +240,15 @@ def draw_figure(fig_file: FigureFile, fig_spec: FigureSpec, runs: Sequence[Run])
                 ax.text(0.5, 0.5, "no runs for\n" + " / ".join(candidates), ha="center", va="center",
                         transform=ax.transAxes, fontsize=8, color="0.4")
                 continue
-            if panel.kind == "sensitivity":
-                draw_sensitivity(ax, panel, task, by_task[task], style)
+            if panel.kind in ("sensitivity", "heatmap"):
+                draw = draw_sensitivity if panel.kind == "sensitivity" else draw_heatmap
+                draw(ax, panel, task, by_task[task], style)
                 continue
             if panel.y is None:
                 ax.text(0.5, 0.5, f"no y column given for {task}", ha="center", va="center",
                         transform=ax.transAxes, fontsize=8, color="0.4")
                 continue
-            selected = select_groups(panel, by_task[task])
+            selected = select_groups(panel, panel_groups(panel, by_task[task]))
             draw_curves(ax, panel, selected, style)
             bands.add(panel.get("band", "minmax"))
             if panel.get("inset"):

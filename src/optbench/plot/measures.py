@@ -3,8 +3,9 @@ CSVs): final and best metric, the epoch of the best validation, time to a target
 AlgoPerf's performance profile.
 
 Conventions: a metric whose name ends in 'acc' is better when higher, everything else (loss, sse, ppl) when
-lower. Final and best values come from finished runs only; a diverged run never reaches a target after it
-diverged, and a run still going is left out of every aggregate (the tables count it instead).
+lower. Final and best values come from finished runs only (and reached ones: stopped at a trainer.stop_at
+target); a diverged run never reaches a target after it diverged, and a run still going is left out of every
+aggregate (the tables count it instead).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from optbench.plot.runs import Run, RunGroup, finite
+from optbench.rundir import FINAL, SETTLED
 
 Transform = Callable[[pd.Series], pd.Series]
 
@@ -60,7 +62,7 @@ def _column(run: Run, column: str) -> pd.Series:
 def final_value(run: Run, column: str) -> float:
     """The column in the last row of a finished run (NaN for other runs)."""
     values = _column(run, column)
-    return float(values.iloc[-1]) if run.status == "finished" and len(values) else math.nan
+    return float(values.iloc[-1]) if run.status in FINAL and len(values) else math.nan
 
 
 def best_index(run: Run, column: str, higher: bool) -> int | None:
@@ -74,20 +76,20 @@ def best_index(run: Run, column: str, higher: bool) -> int | None:
 def best_value(run: Run, column: str, higher: bool) -> float:
     """The best value of the column over the epochs of a finished run."""
     i = best_index(run, column, higher)
-    return math.nan if run.status != "finished" or i is None else float(_column(run, column).iloc[i])
+    return math.nan if run.status not in FINAL or i is None else float(_column(run, column).iloc[i])
 
 
 def best_epoch(run: Run, column: str, higher: bool) -> float:
     """The epoch whose row has the best value of the column (the epoch best.pth keeps, for val_*)."""
     i = best_index(run, column, higher)
-    return math.nan if run.status != "finished" or i is None else float(run.metrics["epoch"].iloc[i])
+    return math.nan if run.status not in FINAL or i is None else float(run.metrics["epoch"].iloc[i])
 
 
 def value_at_best(run: Run, column: str, by: str, higher: bool) -> float:
     """The column at the epoch where ``by`` is best (e.g. test accuracy of the best-validation model)."""
     i = best_index(run, by, higher)
     values = _column(run, column)
-    return math.nan if run.status != "finished" or i is None or i >= len(values) else float(values.iloc[i])
+    return math.nan if run.status not in FINAL or i is None or i >= len(values) else float(values.iloc[i])
 
 
 def time_to_target(run: Run, column: str, target: float, higher: bool, source: str = "metrics",
@@ -113,8 +115,8 @@ def time_to_target(run: Run, column: str, target: float, higher: bool, source: s
 
 
 def counted(group: RunGroup) -> list[Run]:
-    """The runs whose numbers are settled: finished or diverged."""
-    return [r for r in group.runs if r.status in ("finished", "diverged")]
+    """The runs whose numbers are settled: finished, reached (stopped at its target) or diverged."""
+    return [r for r in group.runs if r.status in SETTLED]
 
 
 def profile_time(stat: Stat) -> float:
@@ -166,3 +168,21 @@ def speedup(baseline: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np
         return Speedup(math.nan, math.nan, math.nan)
     loss = float(np.nanmin(by))
     return Speedup(loss, first_reach(bx, by, loss, higher=False), first_reach(other[0], other[1], loss, False))
+
+
+def times_by_setting(groups: Sequence[RunGroup], params: Sequence[str], column: str, threshold: float,
+                     higher: bool, source: str, transform: Transform | None) -> pd.DataFrame:
+    """One row per settled run: its values of the config keys ``params``, the iterations until the column first
+    reaches the threshold (NaN if never), and whether it diverged without reaching it."""
+    from optbench.plot.runs import lookup
+
+    rows = []
+    for group in groups:
+        for run in counted(group):
+            values = [lookup(run.config, p) for p in params]
+            if any(v is None for v in values):
+                continue
+            steps, _ = time_to_target(run, column, threshold, higher, source, transform)
+            rows.append({**{p: float(v) for p, v in zip(params, values)}, "steps": steps,
+                         "diverged": run.status == "diverged" and not math.isfinite(steps)})
+    return pd.DataFrame(rows, columns=[*params, "steps", "diverged"])

@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 
 from optbench.plot.curves import PALETTE, save_figure  # noqa: E402
 from optbench.plot.style import variant_parts  # noqa: E402
+from optbench.rundir import FINAL  # noqa: E402
 from optbench.summary import main_metric  # noqa: E402
 
 FAMILIES = ("momentum", "adaptive", "hypergradient", "YellowFin")
@@ -48,7 +49,7 @@ def _labelled(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def final_values(metrics: pd.DataFrame, column: str) -> pd.DataFrame:
     """Per label: mean, min and max over finished seeds of the column's last value, and the seed count."""
-    done = metrics[metrics["status"] == "finished"]
+    done = metrics[metrics["status"].isin(FINAL)]
     last = done.sort_values("epoch").groupby(["label", "seed"])[column].last()
     return last.groupby("label").agg(["mean", "min", "max", "count"])
 
@@ -94,7 +95,7 @@ def ranking_figure(metrics: pd.DataFrame, task: str, out: Path) -> list[Path]:
     _dots(fig.add_subplot(grid[:, 0]), loss, order, "val_loss", colors)
     if extra:
         _dots(fig.add_subplot(grid[:, 1]), final_values(metrics, f"val_{metric}"), order, f"val_{metric}", colors)
-    done = metrics[metrics["status"] == "finished"]
+    done = metrics[metrics["status"].isin(FINAL)]
     curves = done.groupby(["label", "epoch"])["val_loss"].agg(["mean", "min", "max"])
     for i, name in enumerate(FAMILIES):
         ax = fig.add_subplot(grid[i // 2, 2 + i % 2])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -171,3 +171,26 @@ def group_runs(runs: Iterable[Run]) -> list[RunGroup]:
     for run in runs:
         groups.setdefault((run.task, run.optim, run.variant), []).append(run)
     return [RunGroup(*key, sorted(members, key=lambda r: r.seed)) for key, members in sorted(groups.items())]
+
+
+def tuned_only(groups: Sequence[RunGroup], metric: str = "loss", by: str = "best",
+               over: Sequence[str] | None = None) -> list[RunGroup]:
+    """The groups tuning selects (optbench.selection): per (task, optim), the variant whose validation score,
+    averaged over seeds, is best; a spec's ``select: tuned``."""
+    from optbench.selection import select_tuned
+
+    frames = []
+    for group in groups:
+        for run in group.runs:
+            if run.metrics.empty:
+                continue
+            identity = {"task": run.task, "optim": run.optim, "variant": run.variant, "seed": run.seed,
+                        "status": run.status, "path": str(run.path)}
+            config = {k: tuple(v) if isinstance(v, list) else v for k, v in rundir.flatten(run.config).items()}
+            frames.append(pd.concat([pd.DataFrame([{**config, **identity}] * len(run.metrics)),
+                                     run.metrics.reset_index(drop=True)], axis=1))
+    if not frames:
+        return []
+    chosen = select_tuned(pd.concat(frames, ignore_index=True), metric, by, over)
+    keep = set(zip(chosen["task"], chosen["optim"], chosen["variant"]))
+    return [g for g in groups if (g.task, g.optim, g.variant) in keep]

@@ -25,15 +25,17 @@ STYLE_KEYS = {"families", "labels", "linestyles", "band"}
 CURVE_KEYS = {"optim", "where", "label", "color", "linestyle"}
 INSET_KEYS = {"source", "x", "y", "log_x", "log_y", "smooth", "bounds", "title"}
 PANEL_KEYS = {"task", "kind", "source", "x", "y", "optims", "where", "curves", "log_x", "log_y", "smooth", "band",
-              "title", "xlabel", "ylabel", "xlim", "ylim", "inset", "param", "thresholds"}
+              "title", "xlabel", "ylabel", "xlim", "ylim", "inset", "param", "thresholds", "select", "tuned_metric",
+              "tuned_by", "tuned_over", "params"}
 FIGURE_KEYS = PANEL_KEYS | {"rows", "columns", "panel_size", "legend", "suptitle"}
 FIGURE_SPEC_KEYS = {"description", "results_dir", "style", "tasks", "panel", "figures"}
-PANEL_KINDS = ("curves", "sensitivity")
+PANEL_KINDS = ("curves", "sensitivity", "heatmap")
 SOURCES = ("metrics", "steps")
 LEGENDS = ("figure", "first", "each", "none")
 
 TABLE_SPEC_KEYS = {"description", "results_dir", "labels_from", "labels", "optims", "where", "tasks", "profile",
-                   "speedup", "columns"}
+                   "speedup", "columns", "select", "tuned_metric", "tuned_by", "tuned_over"}
+SELECTIONS = ("all", "tuned")  # every setting found, or each optimizer's tuned one (optbench.selection)
 TABLE_TASK_KEYS = {"metric", "target", "target_split", "higher_is_better", "label", "where"}
 TABLE_COLUMNS = ("final", "best", "best_val_epoch", "at_best_val", "target_steps", "target_seconds")
 PROFILE_KEYS = {"time", "taus"}
@@ -158,6 +160,7 @@ def _check_panel(where: str, panel: dict) -> None:
         _check_keys(f"{where}: curves[{i}]", curve, CURVE_KEYS)
         if "optim" not in curve:
             raise SpecError(f"{where}: curves[{i}] needs an optim")
+    _check_selection(where, panel)
     if panel.get("inset") is not None:
         _check_keys(f"{where}: inset", panel["inset"], INSET_KEYS)
         if panel["inset"].get("source", source) not in SOURCES:
@@ -168,6 +171,21 @@ def _check_panel(where: str, panel: dict) -> None:
                 raise SpecError(f"{where}: a sensitivity panel needs {key!r}")
         if not isinstance(panel["thresholds"], Mapping):
             raise SpecError(f"{where}: thresholds must map task -> (optim or family -> threshold)")
+    if kind == "heatmap":
+        params = panel.get("params")
+        if not isinstance(params, (list, tuple)) or len(params) != 2:
+            raise SpecError(f"{where}: a heatmap panel needs params: [x key, y key] (two config keys)")
+        if not isinstance(panel.get("thresholds"), Mapping):
+            raise SpecError(f"{where}: a heatmap panel needs thresholds: task -> (optim or family -> threshold)")
+
+
+def _check_selection(where: str, settings: Mapping) -> None:
+    from optbench.selection import SELECT
+
+    if settings.get("select", "all") not in SELECTIONS:
+        raise SpecError(f"{where}: select={settings['select']!r} must be one of {', '.join(SELECTIONS)}")
+    if settings.get("tuned_by", "best") not in SELECT:
+        raise SpecError(f"{where}: tuned_by={settings['tuned_by']!r} must be one of {', '.join(SELECT)}")
 
 
 def load_figure_spec(name: str) -> FigureFile:
@@ -219,6 +237,7 @@ class TableFile:
     profile: dict | None
     speedup: dict | None
     style: dict | None = None  # labels_from's figure style: the profile's colours match the paper's figures
+    selection: dict | None = None  # select: tuned keeps each optimizer's tuned setting (tuned_metric/_by/_over)
 
 
 def load_table_spec(name: str) -> TableFile:
@@ -255,5 +274,7 @@ def load_table_spec(name: str) -> TableFile:
             raise SpecError(f"table {stem}: speedup: {err}") from None
     if not tasks and speedup is None:
         raise SpecError(f"table {stem}: nothing to tabulate (no tasks and no speedup)")
+    _check_selection(f"table {stem}", data)
+    selection = {k: data[k] for k in ("select", "tuned_metric", "tuned_by", "tuned_over") if k in data}
     return TableFile(stem, str(data.get("results_dir", "results")), labels, data.get("optims"),
-                     dict(data.get("where") or {}), tasks, columns, profile, speedup, style)
+                     dict(data.get("where") or {}), tasks, columns, profile, speedup, style, selection)

@@ -17,11 +17,12 @@ import pandas as pd
 
 from optbench.plot import measures
 from optbench.plot.measures import Speedup, Stat
-from optbench.plot.runs import Run, RunGroup, group_runs
+from optbench.plot.runs import Run, RunGroup, group_runs, tuned_only
 from optbench.plot.smoothing import smoother
 from optbench.plot.specs import TableFile
 from optbench.plot.style import Style, variant_parts
 from optbench.results import higher_is_better
+from optbench.rundir import FINAL, SETTLED
 
 HEADERS = {"final": "final {test}", "best": "best {test}", "best_val_epoch": "best {val} epoch",
            "at_best_val": "{test} at best {val}", "target_steps": "iterations to {val} {op} {target}",
@@ -135,8 +136,8 @@ def task_table(task: str, settings: dict, groups: Sequence[RunGroup], columns: S
     table = TaskTable(task, metric, higher, None if target is None else float(target), target_column, list(columns))
     labels = style.group_labels(groups)
     runs = run_table(groups, labels, metric, higher, target_column, table.target)
-    finished = runs[runs["status"] == "finished"]
-    settled = runs[runs["status"].isin(("finished", "diverged"))]  # a diverged run never reaches a target after
+    finished = runs[runs["status"].isin(FINAL)]
+    settled = runs[runs["status"].isin(SETTLED)]  # a diverged run never reaches a target after
     cells = {name: seed_stats(finished, name) for name in ("final", "best", "best_val_epoch", "at_best_val")}
     if target is not None:
         cells.update({name: seed_stats(settled, name) for name in ("target_steps", "target_seconds")})
@@ -152,9 +153,15 @@ def build_tables(spec: TableFile, runs: Sequence[Run]) -> Tables:
     for group in group_runs(runs):
         by_task.setdefault(group.task, []).append(group)
 
+    selection = spec.selection or {}
+
     def groups_of(task: str, optims, where: dict) -> list[RunGroup]:
-        kept = (_filtered(g, where) for g in _ordered(by_task.get(task, []), optims))
-        return [g for g in kept if g is not None]
+        kept = [g for g in (_filtered(g, where) for g in _ordered(by_task.get(task, []), optims)) if g is not None]
+        if selection.get("select") == "tuned":
+            chosen = tuned_only(kept, selection.get("tuned_metric", "loss"), selection.get("tuned_by", "best"),
+                                selection.get("tuned_over"))
+            kept = [g for g in kept if g in chosen]
+        return kept
 
     tables = []
     for task, settings in spec.tasks.items():
@@ -170,9 +177,12 @@ def build_tables(spec: TableFile, runs: Sequence[Run]) -> Tables:
 
 def _profile(spec: TableFile, tables: list, style: Style) -> Profile:
     """The performance profile over the tasks' tables; it compares the same optimizer settings across tasks, so
-    the labels are made over all tables' groups."""
+    the labels are made over all tables' groups (with ``select: tuned``, each optimizer at its own tuned setting
+    per task)."""
     everywhere = [r.group for t in tables for r in t.rows]
-    global_labels = dict(zip(map(id, everywhere), style.group_labels(everywhere)))
+    tuned = (spec.selection or {}).get("select") == "tuned"  # one tuned setting per task: the optimizer is the row
+    labels = [style.label(g.optim) for g in everywhere] if tuned else style.group_labels(everywhere)
+    global_labels = dict(zip(map(id, everywhere), labels))
     time = spec.profile.get("time", "seconds")
     key = "target_seconds" if time == "seconds" else "target_steps"
     times = {t.task: {global_labels[id(r.group)]: measures.profile_time(r.cells[key])

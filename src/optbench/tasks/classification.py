@@ -90,6 +90,22 @@ def _model_kwargs(name: str, extra: Mapping, shape: tuple[int, ...], num_classes
     return kwargs
 
 
+VAL_SPLITS = ("held_out", "test")
+
+
+def validation_split(cfg: Mapping, held_out, test):
+    """What 'val' evaluates: the held-out end of the training set (``val_split: held_out``, the default), or the
+    official test set (``test``: the hypergradient reference trains on the whole training set and reports its
+    validation loss on the test set; then ``val_fraction`` must be 0, so no training example is held out)."""
+    choice = cfg.get("val_split") or "held_out"
+    if choice not in VAL_SPLITS:
+        raise ValueError(f"task.val_split={choice!r} is not known; valid: {', '.join(VAL_SPLITS)}")
+    if choice == "test" and float(cfg["val_fraction"]) != 0.0:
+        raise ValueError(f"task.val_split=test validates on the test set, so task.val_fraction must be 0 (got "
+                         f"{cfg['val_fraction']}); set task.val_fraction=0")
+    return test if choice == "test" else held_out
+
+
 class ImageClassification(Task):
     metric_names = ("acc",)
 
@@ -105,7 +121,7 @@ class ImageClassification(Task):
             fit = slice(0, min(int(limit), fit.stop))
         self.splits = {
             "train": (x_train[fit], y_train[fit]),
-            "val": (x_train[val], y_train[val]),
+            "val": validation_split(cfg, (x_train[val], y_train[val]), data["test"]),
             "test": data["test"],
         }
         self.splits = {k: (_to_nchw(x).to(device), y.to(device)) for k, (x, y) in self.splits.items()}
