@@ -1,7 +1,9 @@
 """YellowFin: the cubic against numpy's roots, every per-step statistic against an independent float64
-implementation of REFERENCE.md sec. 5, the tuner's properties (noiseless -> momentum at its lower bound, noise
--> above it, untuned convergence on the noisy quadratic), closed loop under staleness, and the optimizer
-contract (two paths, no host sync, state, groups, dtypes, skipped non-finite gradients, errors)."""
+implementation of REFERENCE.md sec. 5, the parameters against an independent re-implementation of the official
+PyTorch YellowFin (tests/yellowfin_reference.py) for 100 float64 steps, the tuner's properties (noiseless ->
+momentum at its lower bound, noise -> above it, untuned convergence on the noisy quadratic), the measured total
+momentum open and closed loop under staleness, and the optimizer contract (paths, no host sync, state, groups,
+dtypes, skipped non-finite gradients, errors)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from optbench.optim import YFOptimizer, build_optimizer
 from optbench.optim.yellowfin import cubic_root
 from optbench.staleness import DelayedGradients
 from optbench.tasks.quadratic import NoisyQuadratic
+from yellowfin_reference import OfficialYellowFin
 
 EPS = 1e-6
 
@@ -74,12 +77,14 @@ def test_cubic_root_is_finite_and_in_unit_interval_for_all_positive_finite_input
 # ----------------------------------------------------------------------------- independent float64 reference
 class ReferenceYellowFin:
     """REFERENCE.md sec. 5 written out in numpy float64, one step at a time, the cubic solved by numpy's roots;
-    gradients are arrays, clipping is clip_grad_norm_'s max_norm / (norm + 1e-6)."""
+    gradients are arrays, clipping is clip_grad_norm_'s max_norm / (norm + 1e-6). The velocity exists from the
+    first step with a non-zero momentum on, as torch.optim.SGD's buffer in the reference (step 7's quirk)."""
 
     def __init__(self, params, lr=1e-4, mu=0.0, clip_thresh=None, weight_decay=0.0, beta=0.999, width=20,
                  zero_debias=True, h_min_log_smooth=True, h_max_log_smooth=True, adapt_clip=True, lr_factor=1.0):
         self.p = [np.array(x, dtype=np.float64) for x in params]
         self.v = [np.zeros_like(x) for x in self.p]
+        self.velocity_started = False
         self.gbar = [np.zeros_like(x) for x in self.p]
         self.lr0, self.mu0, self.clip_thresh, self.wd = lr, mu, clip_thresh, weight_decay
         self.beta, self.width = beta, width
@@ -134,9 +139,11 @@ class ReferenceYellowFin:
             lr = 100 / math.sqrt(g2 + EPS)
         if exploding and self.adapt_clip:
             grads = self._clip(grads, math.sqrt(h_max_previous) + EPS)
+        keep = self.mu if self.velocity_started else 0.0
         for i, g in enumerate(grads):
-            self.v[i] = self.mu * self.v[i] + g + self.wd * self.p[i]
+            self.v[i] = keep * self.v[i] + g + self.wd * self.p[i]
             self.p[i] = self.p[i] - lr * self.v[i]
+        self.velocity_started = self.velocity_started or self.mu != 0
         self.applied_lr = lr
         self.k += 1
 
@@ -268,17 +275,131 @@ def run_stale(steps: int, tau: int, **kwargs):
 
 def test_closed_loop_yellowfin_steers_the_measured_total_momentum_to_the_tuners_target():
     tau, steps, tail = 7, 600, slice(300, None)
-    open_measured, _, open_target = run_stale(steps, tau)
+    open_measured, open_reported, open_target = run_stale(steps, tau)
     closed_measured, closed_reported, closed_target = run_stale(steps, tau, closed_loop=True)
-    # asynchrony adds momentum: without feedback the measured total momentum sits above the target
+    # asynchrony adds momentum: without feedback the measured total momentum sits above the target, and open
+    # loop reports that measurement as mu_hat (the paper's measured-vs-algorithmic momentum figure)
     open_gap = np.median(open_measured[tail] - open_target[tail])
     assert open_gap > 0.015
+    np.testing.assert_allclose(open_reported[50:], open_measured[50:], atol=1e-4)
     # closed loop: its mu_hat is the estimator on the iterates (once the early clipping of the gradient, which
     # YellowFin applies to the fresh gradient as well, is over), and the feedback removes the gap
     np.testing.assert_allclose(closed_reported[50:], closed_measured[50:], atol=1e-4)
     closed_gap = np.median(closed_measured[tail] - closed_target[tail])
     assert abs(closed_gap) < 0.2 * open_gap
     assert closed_target[-1] > 0.4  # a real momentum target, not a trivial one
+
+
+def test_open_loop_mu_hat_is_the_applied_momentum_without_asynchrony():
+    weights, biases = small_problem()
+    opt = make_optimizer(weights, biases, delta_mu=0.05)
+    train(opt, weights + biases, 0, 10)
+    extras = opt.extras()
+    assert float(extras["mu_hat"]) == pytest.approx(float(extras["mu"]) + 0.05, rel=1e-6)
+    assert all(float(g["momentum"]) == pytest.approx(float(extras["mu"]) + 0.05, rel=1e-6) for g in opt.param_groups)
+
+
+# ----------------------------------------------------------------------------- the official implementation
+def conv_bn_net() -> torch.nn.Module:
+    """Float64 conv + BatchNorm net. Smooth (tanh): a ReLU's kink turns the two runs' 1e-6 differences (the
+    reference's float32 statistics) into O(1) gradient jumps whenever an input crosses it."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, bias=False), torch.nn.BatchNorm2d(6), torch.nn.Tanh(),
+        torch.nn.Conv2d(6, 8, 3, stride=2, bias=False), torch.nn.BatchNorm2d(8), torch.nn.Tanh(),
+        torch.nn.Flatten(), torch.nn.Linear(8 * 3 * 3, 5)).double()
+
+
+def conv_bn_batch(k: int):
+    g = torch.Generator().manual_seed(100 + k)
+    return torch.randn(16, 3, 9, 9, generator=g, dtype=torch.float64), torch.randint(0, 5, (16,), generator=g)
+
+
+def embedding_net() -> torch.nn.Module:
+    """A (dense) word embedding: the rows of the tokens a batch lacks get exactly zero gradients (sparsity)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Embedding(80, 6), torch.nn.Flatten(), torch.nn.Tanh(),
+                               torch.nn.Linear(4 * 6, 5)).double()
+
+
+def embedding_batch(k: int):
+    g = torch.Generator().manual_seed(100 + k)
+    return torch.randint(0, 80, (16, 4), generator=g), torch.randint(0, 5, (16,), generator=g)
+
+
+def side_by_side(kwargs: dict, steps: int = 100, lr_factors: dict | None = None, model=conv_bn_net,
+                 batch=conv_bn_batch, **ours_kwargs):
+    """YFOptimizer and the official implementation on two copies of one net, fed the same batches; returns
+    the largest relative difference ||p_ours - p_official|| / ||p_official|| over tensors and steps, and the
+    oracle (its ``events`` say which clips and guards acted)."""
+    ours_net, official_net = model(), model()
+    ours = YFOptimizer(ours_net.parameters(), **kwargs, **ours_kwargs)
+    official = OfficialYellowFin(list(official_net.parameters()), **kwargs)
+    worst = 0.0
+    for k in range(steps):
+        if k in (lr_factors or {}):
+            ours.set_lr_factor(lr_factors[k])
+            official.set_lr_factor(lr_factors[k])
+        x, y = batch(k)
+        for net, opt in ((ours_net, ours), (official_net, official)):
+            net.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        with torch.no_grad():
+            worst = max([worst] + [float((a - b).norm() / b.norm())
+                                   for a, b in zip(ours_net.parameters(), official_net.parameters())])
+    return worst, official
+
+
+# name: (constructor kwargs, {step: lr_factor}, the oracle's events that must have happened)
+OFFICIAL_CASES = {
+    "defaults": ({}, None, ("exploding",)),
+    "clip_thresh_always": ({"clip_thresh": 0.5}, None, ("clip_thresh",)),
+    "clip_thresh_sometimes": ({"clip_thresh": 2.0}, None, ("clip_thresh",)),
+    "lr_factor_changed_mid_run": ({}, {40: 0.3, 70: 1.5}, ("exploding",)),
+    "stat_protect_catastrophic_weight_decay": (
+        {"stat_protect_fac": 0.8, "catastrophic_move_thresh": 0.03, "weight_decay": 1e-2}, {50: 0.5},
+        ("stat_protect", "catastrophic_move")),
+    "auto_clip_fac": ({"auto_clip_fac": 0.9}, None, ("auto_clip",)),
+    "force_non_inc_step": ({"force_non_inc_step": True, "beta": 0.9, "curv_win_width": 5}, {60: 0.5},
+                           ("lr_bound",)),
+    "first_momentum_plain_smoothing": ({"mu": 0.5, "lr": 1e-2, "beta": 0.9, "curv_win_width": 5,
+                                        "zero_debias": False, "h_max_log_smooth": False}, None, ()),
+}
+
+
+@pytest.mark.parametrize("case", list(OFFICIAL_CASES))
+def test_parameters_follow_the_official_implementation_for_100_float64_steps(case):
+    kwargs, lr_factors, events = OFFICIAL_CASES[case]
+    worst, official = side_by_side(kwargs, lr_factors=lr_factors)
+    assert worst < 1e-4, worst
+    assert all(official.events[e] > 0 for e in events), official.events
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_sparsity_debias_follows_the_official_implementation_on_an_embedding(foreach):
+    worst, official = side_by_side({"sparsity_debias": True}, model=embedding_net, batch=embedding_batch,
+                                   foreach=foreach)
+    assert worst < 1e-4, worst
+    assert 0.3 < official.sparsity < 0.9  # a sparse gradient: the debiasing acts
+
+
+def test_official_multi_tensor_path_follows_too():
+    worst, _ = side_by_side({"clip_thresh": 2.0}, lr_factors={40: 0.3}, foreach=True)
+    assert worst < 1e-4, worst
+
+
+def test_velocity_starts_at_the_second_step_as_its_gradient_alone():
+    """The reference's torch.optim.SGD has no momentum buffer while momentum is 0 (the first step): after two
+    steps the velocity is the second step's gradient, not mu g_0 + g_1."""
+    (p,) = params = [torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64))]
+    opt = YFOptimizer(params)
+    for k, g in enumerate(([0.5, 1.0, -1.0], [0.25, -0.5, 0.75])):  # no clip acts
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        assert float(opt.param_groups[0]["momentum"]) > 0 or k == 0
+    torch.testing.assert_close(opt.momentum_buffer(p), p.grad, rtol=1e-12, atol=0)
+    assert float(opt.tuner["started"]) == 1.0
 
 
 # ----------------------------------------------------------------------------- contract
@@ -332,6 +453,29 @@ def test_foreach_and_per_tensor_paths_agree(dtype, closed_loop):
                                    msg=lambda m, name=name: f"{name}: {m}")
 
 
+# the reference's other options, on together
+REFERENCE_OPTIONS = dict(sparsity_debias=True, force_non_inc_step=True, delta_mu=0.05, auto_clip_fac=2.0,
+                         stat_protect_fac=10.0, catastrophic_move_thresh=1.0, curv_win_width=3)
+
+
+def test_paths_agree_with_the_reference_options():
+    results = []
+    for path in (dict(foreach=False), dict(foreach=True), dict(fused=True)):
+        weights, biases = small_problem()
+        opt = make_optimizer(weights, biases, **REFERENCE_OPTIONS, **path)
+        train(opt, weights + biases, 0, 30)
+        results.append((weights + biases, opt))
+    (p_single, opt_single) = results[0]
+    assert float(opt_single.tuner["lr_bound"]) < math.inf and float(opt_single.tuner["sparsity_avg"]) > 0
+    for params, opt in results[1:]:
+        for a, b in zip(p_single, params):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        for name in opt_single.tuner:
+            atol = 1e-5 * float(opt_single.tuner["g2_avg"]) if name == "C" else 1e-8
+            torch.testing.assert_close(opt_single.tuner[name], opt.tuner[name], rtol=1e-5, atol=atol,
+                                       msg=lambda m, name=name: f"{name}: {m}")
+
+
 def test_bfloat16_parameters_follow_the_float32_trajectory():
     runs = {}
     for dtype in (torch.float32, torch.bfloat16):
@@ -347,10 +491,11 @@ def test_bfloat16_parameters_follow_the_float32_trajectory():
     assert mu16 == pytest.approx(mu32, rel=0.1, abs=1e-3)
 
 
-@pytest.mark.parametrize("closed_loop", [False, True])
-def test_state_dict_round_trip_resumes_the_same_trajectory(closed_loop):
+@pytest.mark.parametrize("options", [{}, {"closed_loop": True}, REFERENCE_OPTIONS],
+                         ids=["open_loop", "closed_loop", "reference_options"])
+def test_state_dict_round_trip_resumes_the_same_trajectory(options):
     weights, biases = small_problem()
-    opt = make_optimizer(weights, biases, closed_loop=closed_loop)
+    opt = make_optimizer(weights, biases, **options)
     train(opt, weights + biases, 0, 25)
     buffer = io.BytesIO()
     torch.save({"params": [p.detach().clone() for p in weights + biases], "opt": opt.state_dict()}, buffer)
@@ -362,13 +507,24 @@ def test_state_dict_round_trip_resumes_the_same_trajectory(closed_loop):
     with torch.no_grad():
         for p, value in zip(weights2 + biases2, saved["params"]):
             p.copy_(value)
-    resumed = make_optimizer(weights2, biases2, closed_loop=closed_loop)
+    resumed = make_optimizer(weights2, biases2, **options)
     resumed.load_state_dict(saved["opt"])
     train(resumed, weights2 + biases2, 25, 25)
     for a, b in zip(weights + biases, weights2 + biases2):
         assert torch.equal(a, b)
     for name in opt.tuner:
         assert torch.equal(opt.tuner[name], resumed.tuner[name]), name
+
+
+def test_a_checkpoint_from_before_the_velocity_flag_resumes_with_a_started_velocity():
+    weights, biases = small_problem()
+    opt = make_optimizer(weights, biases)
+    train(opt, weights + biases, 0, 3)
+    state = copy.deepcopy(opt.state_dict())
+    del state["tuner"]["started"]
+    resumed = make_optimizer(weights, biases)
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed.tuner["started"], torch.ones(()))
 
 
 def test_bfloat16_state_survives_a_round_trip_in_float32():
@@ -436,11 +592,13 @@ def test_host_sync_counter_sees_a_host_read():
     assert counter.syncs
 
 
+@pytest.mark.parametrize("options", [dict(closed_loop=True, clip_thresh=10.0), REFERENCE_OPTIONS],
+                         ids=["closed_loop", "reference_options"])
 @pytest.mark.parametrize("foreach", [False, True])
-def test_step_never_reads_a_device_value_on_the_host(foreach):
+def test_step_never_reads_a_device_value_on_the_host(foreach, options):
     weights, biases = small_problem()
     params = weights + biases
-    opt = make_optimizer(weights, biases, foreach=foreach, closed_loop=True, clip_thresh=10.0)
+    opt = make_optimizer(weights, biases, foreach=foreach, **options)
     delay = DelayedGradients(params, 2)
     opt.attach_gradient_delay(delay)
     counter = HostSyncCounter()
@@ -484,7 +642,7 @@ def test_an_applied_step_leaves_the_gradients_bit_for_bit_unchanged():
 def test_extras_names_before_and_after_the_first_step():
     weights, biases = small_problem()
     plain = YFOptimizer(weights + biases)
-    assert plain.extras() == {"mu": 0.0}
+    assert plain.extras() == {"mu": 0.0, "mu_hat": 0.0}
     full = make_optimizer(weights, biases, closed_loop=True)
     names = ["mu", "mu_alg", "mu_hat", "h_min", "h_max", "C", "D", "skipped"]
     assert list(full.extras()) == names
@@ -542,7 +700,11 @@ def test_sparse_gradients_are_a_clear_error():
     ({"clip_thresh": -1.0}, "clip_thresh must be"), ({"weight_decay": -1e-4}, "weight_decay must be"),
     ({"beta": 1.0}, r"beta must be in \[0, 1\)"), ({"curv_win_width": 0}, "curv_win_width must be an integer"),
     ({"curv_win_width": 2.5}, "curv_win_width must be an integer"), ({"lr_factor": -1.0}, "lr_factor must be"),
-    ({"feedback_gain": -0.1}, "feedback_gain must be"),
+    ({"feedback_gain": -0.1}, "feedback_gain must be"), ({"stat_protect_fac": 0.0}, "stat_protect_fac must be"),
+    ({"catastrophic_move_thresh": -1.0}, "catastrophic_move_thresh must be"),
+    ({"auto_clip_fac": 0.0}, "auto_clip_fac must be"), ({"delta_mu": 1.0}, r"delta_mu must be a number in \(-1, 1\)"),
+    ({"delta_mu": "0.1"}, "delta_mu must be"), ({"sparsity_debias": 1}, "sparsity_debias must be True or False"),
+    ({"force_non_inc_step": "yes"}, "force_non_inc_step must be True or False"),
 ])
 def test_invalid_arguments_name_themselves_and_their_range(kwargs, message):
     with pytest.raises(ValueError, match=message):
