@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart: every optimizer optbench has, on the embedded digits MLP (no download), 2 seeds each: one Hydra
 # multirun, JOBS runs at a time (default: one per core; each run uses one CPU thread, trainer.threads=auto); the
-# sweep ends with the summary table, then the ranking figure plots/quickstart.{png,pdf}. About a minute on 2 cores.
+# sweep ends with the summary table, then the ranking figure plots/quickstart.{png,pdf}. About 70 s on 2 cores.
 # Left out: aggmo_exp (AggMo's own betas 0, 0.9, 0.99 in exponential form) and yellowfin_closed_loop (without
 # asynchrony its measured momentum equals the tuned one, so it is YellowFin step for step).
 # Extra arguments go to Hydra, e.g. `bash scripts/quickstart.sh task.epochs=5 device=cpu`.

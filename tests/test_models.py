@@ -145,3 +145,80 @@ def test_awd_lstm_penalty_and_state():
     assert first.penalty is None
     torch.testing.assert_close(torch.cat([first.logits, model(tokens[:, 3:], first.state).logits], 1),
                                model(tokens).logits)
+
+
+# ------------------------------------------------------------------ YellowFin's CIFAR models (issue 16)
+@pytest.mark.parametrize("name, num_classes, expected", [
+    ("resnet164", 10, 1_703_258),             # He et al. 2016 (identity mappings): ResNet-164 "1.7M"
+    ("resnet164", 100, 1_726_388),            # ... on CIFAR-100, the YellowFin paper's model there
+    ("resnet_tf", 10, 464_154),               # CIFAR10-release.py: 5 basic units per stage = 32 layers, 0.46M
+    ("resnet_tf_bottleneck", 100, 520_820),   # CIFAR100-release.py: 5 bottleneck units per stage = 47 layers
+    ("resnext29_2x64d", 10, 9_128_778),       # kuangliu/pytorch-cifar ResNeXt29(2x64d): 9.13M
+    ("resnext29_32x4d", 10, 4_774_218),       # ... ResNeXt29(32x4d): 4.77M
+])
+def test_yellowfin_model_parameter_counts(name, num_classes, expected):
+    assert count_parameters(build_model(name, num_classes=num_classes)) == expected
+
+
+def _weighted_layers(model: nn.Module) -> int:
+    """Convolutions and linear layers on the main path (a ResNet's depth; shortcut projections not counted)."""
+    shortcuts = {id(m) for name, mod in model.named_modules() if name.endswith("shortcut") for m in mod.modules()}
+    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in shortcuts for m in model.modules())
+
+
+@pytest.mark.parametrize("name, depth", [("resnet164", 164), ("resnet_tf", 32), ("resnet_tf_bottleneck", 47),
+                                         ("resnext29_2x64d", 29)])
+def test_yellowfin_models_have_their_depth_and_classify_a_cifar_batch(name, depth):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=7)
+    assert _weighted_layers(model) == depth
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_tf_release_resnet_is_resnet_model_py():
+    """cifar/model/resnet_model.py: leaky ReLU 0.1, BN epsilon 1e-3, 5 units per stage; only the first unit
+    (activate_before_residual) bypasses the pre-activated input; basic units change shape through an average
+    pool and zero channels, bottleneck units through a bare 1x1 projection with the stride; the stride sits on
+    a unit's first convolution."""
+    from optbench.models.preact_resnet import PoolPadShortcut
+
+    basic, bottleneck = build_model("resnet_tf"), build_model("resnet_tf_bottleneck")
+    for model in (basic, bottleneck):
+        units = list(model.units)
+        assert len(units) == 15 and [u.shared for u in units] == [True] + [False] * 14
+        assert all(u.leak == 0.1 for u in units) and model.leak == 0.1
+        assert {m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {1e-3}
+        assert [u.convs[0].stride for u in units[::5]] == [(1, 1), (2, 2), (2, 2)]
+    assert [type(u.shortcut).__name__ for u in list(basic.units)[::5]] == ["Identity", "PoolPadShortcut",
+                                                                            "PoolPadShortcut"]
+    assert all(isinstance(u.shortcut, nn.Conv2d) and u.shortcut.bias is None for u in list(bottleneck.units)[::5])
+    assert [u.convs[-1].out_channels for u in list(bottleneck.units)[::5]] == [64, 128, 256]
+    x = torch.randn(2, 16, 4, 4)
+    out = PoolPadShortcut(16, 32, 2)(x)
+    assert out.shape == (2, 32, 2, 2) and not out[:, :8].any() and not out[:, 24:].any()
+    torch.testing.assert_close(out[:, 8:24], torch.nn.functional.avg_pool2d(x, 2))
+
+
+def test_resnet164_is_the_identity_mappings_bottleneck():
+    """KaimingHe/resnet-1k-layers resnet-pre-act.lua: 18 bottleneck units per stage (outputs 64-128-256), ReLU,
+    the units that change shape share their BN-ReLU with a 1x1 projection, the others add the raw input."""
+    model = build_model("resnet164")
+    units = list(model.units)
+    assert len(units) == 54 and all(u.leak == 0.0 for u in units)
+    assert [i for i, u in enumerate(units) if u.shared] == [0, 18, 36]
+    assert [i for i, u in enumerate(units) if isinstance(u.shortcut, nn.Conv2d)] == [0, 18, 36]
+    assert [u.convs[1].out_channels for u in units[::18]] == [16, 32, 64]
+    with pytest.raises(ValueError, match="9n \\+ 2"):
+        from optbench.models.preact_resnet import preact_resnet
+
+        preact_resnet(165)
+
+
+def test_resnext29_2x64d_is_kuangliu_s():
+    """Grouped 3x3 convolutions with 2 groups, the group width 128 -> 256 -> 512 (doubling per stage), blocks
+    output twice that, a 1x1 stem of 64 channels."""
+    model = build_model("resnext29_2x64d")
+    grouped = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert len(grouped) == 9 and {m.groups for m in grouped} == {2}
+    assert [m.out_channels for m in grouped[::3]] == [128, 256, 512] and model.linear.in_features == 1024
+    assert model.conv1.kernel_size == (1, 1) and model.conv1.out_channels == 64

@@ -269,3 +269,12 @@ def test_conditions_such_as_staleness_are_chosen_within_not_against(grid_results
                   config={"optim.lr": 0.1, "trainer.staleness": 15})
     chosen = selection.select_tuned(results.load(grid_results, optim="sgd"), over=["optim.lr"])
     assert sorted(chosen["variant"]) == ["lr=0.1", "trainer.staleness=15"]
+
+
+def test_the_awd_lstm_grid_spans_sgds_effective_step_of_30():
+    """lr / (1 - beta) for CM, lr / K sum 1 / (1 - beta_i) for AggMo: each grid contains a point within a factor
+    of 3 of AWD-LSTM's plain SGD at lr 30."""
+    for optim, effective in (("momentum", lambda lr: lr / 0.1), ("aggmo", lambda lr: lr / 3 * (1 + 10 + 100))):
+        points = tuning.grid(plain("experiment=aggmo/ptb_awd", f"optim={optim}", "+tune=aggmo_ptb"))
+        assert any(10 <= effective(p["optim.lr"]) <= 90 for p in points)
+    assert len(tuning.grid(plain("experiment=aggmo/ptb_awd", "optim=adam", "+tune=aggmo_ptb"))) == 4

@@ -9,7 +9,7 @@ from numbers import Number
 from typing import Any, Mapping
 
 from optbench.controls import EPOCH_PREFIXES, parse_target
-from optbench.data.batches import check_val_fraction
+from optbench.data.batches import check_val_fraction, check_val_split
 from optbench.errors import ConfigError
 from optbench.schedules import SCHEDULES, UNITS
 
@@ -128,6 +128,7 @@ def check_run(cfg: Mapping) -> None:
     if task.get("val_fraction") is not None:
         try:
             check_val_fraction(task["val_fraction"])
+            check_val_split(task)
         except ValueError as err:
             raise ConfigError(str(err)) from None
     if task.get("weight_decay") is not None:

@@ -17,7 +17,7 @@ from optbench.rundir import flatten
 # where a run executes, not what it computes
 FREE_KEYS = ("device", "data_dir", "results_dir", "resume", "tensorboard", "log_weight_norm", "hydra",
              "trainer.progress", "trainer.threads", "trainer.keep", "trainer.compile", "trainer.channels_last", "task.download",
-             "task.eval_batch_size")
+             "task.eval_batch_size", "task.num_workers")
 
 
 def _free(key: str) -> bool:

@@ -43,12 +43,22 @@ _FOLLOWS_TASK = ("weight_decay",) + tuple(f"lr_schedule.{key}" for key in (
     "name", "milestones", "lr_decay", "min_factor", "unit", "warmup_steps", "factor", "patience", "threshold",
     "metric"))
 # task keys that never change the math
-_NON_VARIANT_TASK_KEYS = ("download", "eval_batch_size")
+_NON_VARIANT_TASK_KEYS = ("download", "eval_batch_size", "num_workers")
 
 
 def higher_is_better(metric: str) -> bool:
     """A metric whose name ends in 'acc' is better when higher; loss, sse, ppl when lower."""
     return metric.endswith("acc")
+
+
+def lookup(config: Mapping, dotted: str, default: Any = None) -> Any:
+    """config['a']['b'] for 'a.b'; default where a key is missing."""
+    node: Any = config
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return default
+        node = node[key]
+    return node
 
 
 def flatten(cfg: Mapping, prefix: str = "") -> dict[str, Any]:

@@ -108,7 +108,8 @@ class Trainer:
         if settings.get("name") == "plateau" and settings.get("metric") is not None:
             check_epoch_column("lr_schedule.metric", settings["metric"], self.task.metric_names)
         steps = self.max_steps or self.epochs * self.task.steps_per_epoch()
-        step_columns = ["loss", "lr", *protocol.extras(self.optimizer)] + ["weight_norm"] * bool(self.scale_invariant)
+        step_columns = ["loss", "lr", *protocol.extras(self.optimizer)]
+        step_columns += ["weight_norm", "effective_step"] * bool(self.scale_invariant)
         controls = RunControls(cfg["trainer"], self.task.metric_names, step_columns, self.model)
         return Schedule(settings, self.epochs, steps), controls
 
@@ -191,8 +192,15 @@ class Trainer:
     def lr(self) -> Any:
         return self.optimizer.param_groups[0]["lr"]
 
-    def weight_norm(self) -> float:
-        return math.sqrt(sum(float(p.detach().float().pow(2).sum()) for p in self.scale_invariant))
+    def scale_invariant_columns(self) -> dict[str, float]:
+        """log_weight_norm's columns. ``weight_norm``: the norm of all scale-invariant weights together.
+        ``effective_step``: the mean over those weights of lr / ||w||^2, the step their direction w / ||w||
+        effectively takes (AdamP, Heo et al. 2021, whose ImageNet analysis averages it over layers); lr is the one
+        the optimizer applies now (param_groups[0], after the schedule). One host sync for all weights."""
+        squares = torch.stack([p.detach().float().pow(2).sum() for p in self.scale_invariant]).tolist()
+        lr = to_float(self.lr())
+        steps = [lr / s if s > 0 else math.inf for s in squares]
+        return {"weight_norm": math.sqrt(sum(squares)), "effective_step": sum(steps) / len(steps)}
 
     def evaluate(self, splits) -> dict[str, float]:
         self.task.net.eval()
@@ -203,7 +211,7 @@ class Trainer:
     def log_epoch(self, row: dict) -> None:
         row = {"epoch": self.epoch, "step": self.step, "time_s": self.train_time, **row, **self.task.extras()}
         if self.scale_invariant:
-            row["weight_norm"] = self.weight_norm()
+            row.update(self.scale_invariant_columns())
         if not self.ctx.is_main:
             return
         self.metrics_log.append(row)
@@ -221,7 +229,7 @@ class Trainer:
         row = {"step": self.step, "epoch": self.epoch, "loss": value, "lr": to_float(self.lr())}
         row.update({k: to_float(v) for k, v in extras.items()})
         if self.scale_invariant:
-            row["weight_norm"] = self.weight_norm()
+            row.update(self.scale_invariant_columns())
         if self.ctx.is_main:
             self.steps_log.append(row)
             self._to_tensorboard("step", row)

@@ -16,17 +16,9 @@ import itertools
 from typing import Any, Mapping
 
 from optbench.errors import ConfigError
+from optbench.rundir import lookup
 
 _MISSING = object()
-
-
-def _get(cfg: Mapping, dotted: str) -> Any:
-    node: Any = cfg
-    for key in dotted.split("."):
-        if not isinstance(node, Mapping) or key not in node:
-            return _MISSING
-        node = node[key]
-    return node
 
 
 def _set(cfg: dict, dotted: str, value: Any) -> None:
@@ -41,7 +33,7 @@ def _axis(key: str, spec: Any, cfg: Mapping) -> list[Any]:
     """The values of one key of the space: ``{values: [...]}``, or ``{scale: [...]}`` as multiples of the
     optimizer's own value (4 significant digits, so run directories read 0.0316, not 0.031622776601683794)."""
     name = cfg["optim"]["name"]
-    current = _get(cfg, key)
+    current = lookup(cfg, key, _MISSING)
     if current is _MISSING:
         keys = ", ".join(f"optim.{k}" for k in cfg["optim"] if k != "name")
         raise ConfigError(f"tune.space: {key} is not a setting of optimizer {name} (its settings: {keys}); give "

@@ -13,6 +13,21 @@ def check_val_fraction(val_fraction: float) -> None:
         raise ValueError(f"task.val_fraction must be a number in [0, 1), got {val_fraction!r}")
 
 
+VAL_SPLITS = ("held_out", "test")
+
+
+def check_val_split(task: dict) -> str:
+    """``task.val_split``: what 'val' evaluates, the held-out end of the training set (null or held_out) or the
+    official test set (``test``, as the hypergradient reference reports), which needs val_fraction 0."""
+    choice = task.get("val_split") or "held_out"
+    if choice not in VAL_SPLITS:
+        raise ValueError(f"task.val_split={choice!r} is not known; valid: {', '.join(VAL_SPLITS)}")
+    if choice == "test" and float(task.get("val_fraction") or 0.0) != 0.0:
+        raise ValueError(f"task.val_split=test validates on the test set, so task.val_fraction must be 0 (got "
+                         f"{task['val_fraction']}); set task.val_fraction=0")
+    return choice
+
+
 def split_train_val(n: int, val_fraction: float) -> tuple[slice, slice]:
     """First (1 - val_fraction) of the official training set trains, the last val_fraction validates."""
     check_val_fraction(val_fraction)

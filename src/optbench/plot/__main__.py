@@ -8,6 +8,8 @@
       each optimizer at its tuned setting (optbench.selection) -> plots/tables/tuned.{{md,tex}}
   python -m optbench.plot figure=sensitivity [results_dir=DIR] [task=NAME] [metric=loss] [select=best|final]
       validation score against learning rate per optimizer (DeepOBS) -> plots/sensitivity.{{png,pdf}}
+  python -m optbench.plot figure=aggmo_rates
+      AggMo's convergence rates on a quadratic, computed (no runs) -> plots/aggmo/rates.{{png,pdf}}
   python -m optbench.plot ranking=true task=NAME [results_dir=results] [out=plots/NAME]
       every optimizer on one task ranked by final validation loss, with curves by family (the quickstart's)
   python -m optbench.plot [task=NAME] [metrics=[train_loss,val_acc]] [optims=[a,b]] [out=plots/NAME]
@@ -30,13 +32,13 @@ from optbench.plot.specs import SpecError, load_figure_spec, load_table_spec
 DEFAULTS = {"figure": None, "table": None, "ranking": False, "results_dir": None, "task": None, "optims": None,
             "metrics": ["train_loss", "val_loss", "val_acc"], "out": None, "plots_dir": "plots", "metric": "loss",
             "select": "best"}
-BUILT_IN = {"figure": "sensitivity", "table": "tuned"}  # drawn from any results, no spec file
+BUILT_IN = {"figure": ["sensitivity", "aggmo_rates"], "table": ["tuned"]}  # no spec file: from any results
 
 
 def help_text() -> str:
     from optbench.run_config import config_choices
 
-    names = {group: ", ".join(config_choices(group) + ([BUILT_IN[group]] if group in BUILT_IN else []))
+    names = {group: ", ".join(config_choices(group) + BUILT_IN.get(group, []))
              for group in ("figure", "table", "task")}
     return (__doc__ or "").format(figures=names["figure"], tables=names["table"], tasks=names["task"])
 
@@ -99,8 +101,14 @@ def _tuned_table(args) -> None:
 def _figure(name: str, args) -> None:
     from optbench.plot.figures import draw_all
 
-    if name == BUILT_IN["figure"] and not Path(name).suffix:
+    if name == "sensitivity":
         return _sensitivity(args)
+    if name == "aggmo_rates":  # computed, no runs needed
+        from optbench.plot.rates import rates_figure
+
+        for path in rates_figure(Path(args.out or Path(args.plots_dir) / "aggmo" / "rates")):
+            print(f"wrote {path}")
+        return None
     spec = load_figure_spec(name)
     results = args.results_dir or spec.results_dir
     runs = load_runs(results)
@@ -113,7 +121,7 @@ def _figure(name: str, args) -> None:
 def _table(name: str, args) -> None:
     from optbench.plot.tables import build_tables, to_markdown, write_tables
 
-    if name == BUILT_IN["table"] and not Path(name).suffix:
+    if name == "tuned":
         return _tuned_table(args)
     spec = load_table_spec(name)
     results = args.results_dir or spec.results_dir

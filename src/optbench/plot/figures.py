@@ -106,6 +106,7 @@ def draw_curves(ax, panel: Panel, selected: Sequence[tuple[RunGroup, dict]], sty
                 spec: Mapping | None = None, with_labels: bool = True) -> None:
     """One line per group (mean over seeds) and its band; ``spec`` overrides the panel's source/x/y/scales
     (used for insets)."""
+    inset = spec is not None  # a curve may name its own y column (YellowFin's mu_hat beside mu); an inset its own
     spec = {**panel.settings, **(spec or {})}
     source, y, log_y = spec.get("source", "metrics"), spec["y"], bool(spec.get("log_y"))
     x = spec.get("x") or ("epoch" if source == "metrics" else "step")
@@ -113,7 +114,8 @@ def draw_curves(ax, panel: Panel, selected: Sequence[tuple[RunGroup, dict]], sty
     band = spec.get("band", "minmax")
     labels = style.group_labels([g for g, _ in selected])
     for (group, selector), label in zip(selected, labels):
-        xs, mean, low, high = group.curve(y, source, x, band, transform)
+        column = y if inset else selector.get("y", y)
+        xs, mean, low, high = group.curve(column, source, x, band, transform)
         if not len(xs):
             continue
         color = selector.get("color") or style.color(group.optim)
@@ -123,7 +125,7 @@ def draw_curves(ax, panel: Panel, selected: Sequence[tuple[RunGroup, dict]], sty
         if band != "none" and len(group.runs) > 1:
             ax.fill_between(xs, _finite_for_scale(low, log_y), _finite_for_scale(high, log_y), color=color,
                             alpha=0.18, linewidth=0)
-        for run, ry in group.series(y, source, x, transform):
+        for run, ry in group.series(column, source, x, transform):
             last = ry.reset_index(drop=True).last_valid_index() if run.status == "diverged" else None
             if last is not None:  # a cross where a diverged seed's curve ends
                 ax.plot(ry.index[last], ry.iloc[last], marker="x", color=color, markersize=7, linestyle="")
@@ -171,6 +173,25 @@ def draw_sensitivity(ax, panel: Panel, task: str, groups: Sequence[RunGroup], st
         set_log_scale(ax, "x")
     if panel.get("log_y"):
         set_log_scale(ax, "y")
+
+
+def draw_trajectory(ax, panel: Panel, task: str, groups: Sequence[RunGroup], style: Style) -> None:
+    """Each run's iterates as a path through (x, y), in step order (a curves panel would sort by x)."""
+    labels = style.group_labels([g for g, _ in select_groups(panel, groups)])
+    for (group, selector), label in zip(select_groups(panel, groups), labels):
+        color = selector.get("color") or style.color(group.optim)
+        for i, run in enumerate(group.runs):
+            table = getattr(run, panel.get("source", "metrics"))
+            if panel.x not in table or panel.y not in table:
+                continue
+            ax.plot(table[panel.x], table[panel.y], color=color, linewidth=1.0, marker=".", markersize=2,
+                    linestyle=selector.get("linestyle") or style.linestyle(group.optim),
+                    label=(selector.get("label") or label) if i == 0 else None)
+            ax.plot(table[panel.x].iloc[0], table[panel.y].iloc[0], marker="o", color="0.3", linestyle="")
+    ax.plot([0], [0], marker="*", markersize=10, color="black", linestyle="")  # the optimum
+
+
+PANEL_DRAWERS = {"sensitivity": draw_sensitivity, "heatmap": draw_heatmap, "trajectory": draw_trajectory}
 
 
 def _decorate(ax, panel: Panel, task: str | None, stand_in: bool = False) -> None:
@@ -240,9 +261,8 @@ def draw_figure(fig_file: FigureFile, fig_spec: FigureSpec, runs: Sequence[Run])
                 ax.text(0.5, 0.5, "no runs for\n" + " / ".join(candidates), ha="center", va="center",
                         transform=ax.transAxes, fontsize=8, color="0.4")
                 continue
-            if panel.kind in ("sensitivity", "heatmap"):
-                draw = draw_sensitivity if panel.kind == "sensitivity" else draw_heatmap
-                draw(ax, panel, task, by_task[task], style)
+            if panel.kind in PANEL_DRAWERS:
+                PANEL_DRAWERS[panel.kind](ax, panel, task, by_task[task], style)
                 continue
             if panel.y is None:
                 ax.text(0.5, 0.5, f"no y column given for {task}", ha="center", va="center",

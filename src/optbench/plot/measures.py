@@ -174,7 +174,7 @@ def times_by_setting(groups: Sequence[RunGroup], params: Sequence[str], column: 
                      higher: bool, source: str, transform: Transform | None) -> pd.DataFrame:
     """One row per settled run: its values of the config keys ``params``, the iterations until the column first
     reaches the threshold (NaN if never), and whether it diverged without reaching it."""
-    from optbench.plot.runs import lookup
+    from optbench.rundir import lookup
 
     rows = []
     for group in groups:

@@ -17,19 +17,10 @@ import numpy as np
 import pandas as pd
 
 from optbench import rundir, runlock
+from optbench.rundir import lookup
 from optbench.results import read_config, read_log, run_dirs, same_value
 
 BANDS = ("minmax", "std", "none")
-
-
-def lookup(config: Mapping, dotted: str, default: Any = None) -> Any:
-    """config['a']['b'] for 'a.b'; default where a key is missing."""
-    node: Any = config
-    for key in dotted.split("."):
-        if not isinstance(node, Mapping) or key not in node:
-            return default
-        node = node[key]
-    return node
 
 
 @dataclass

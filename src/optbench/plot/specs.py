@@ -22,14 +22,14 @@ from optbench.plot.smoothing import smoother
 CONFIGS = config_dir()
 
 STYLE_KEYS = {"families", "labels", "linestyles", "band"}
-CURVE_KEYS = {"optim", "where", "label", "color", "linestyle"}
+CURVE_KEYS = {"optim", "where", "label", "color", "linestyle", "y"}  # y: the curve's own column
 INSET_KEYS = {"source", "x", "y", "log_x", "log_y", "smooth", "bounds", "title"}
 PANEL_KEYS = {"task", "kind", "source", "x", "y", "optims", "where", "curves", "log_x", "log_y", "smooth", "band",
               "title", "xlabel", "ylabel", "xlim", "ylim", "inset", "param", "thresholds", "select", "tuned_metric",
               "tuned_by", "tuned_over", "params"}
 FIGURE_KEYS = PANEL_KEYS | {"rows", "columns", "panel_size", "legend", "suptitle"}
 FIGURE_SPEC_KEYS = {"description", "results_dir", "style", "tasks", "panel", "figures"}
-PANEL_KINDS = ("curves", "sensitivity", "heatmap")
+PANEL_KINDS = ("curves", "sensitivity", "heatmap", "trajectory")
 SOURCES = ("metrics", "steps")
 LEGENDS = ("figure", "first", "each", "none")
 
@@ -171,6 +171,8 @@ def _check_panel(where: str, panel: dict) -> None:
                 raise SpecError(f"{where}: a sensitivity panel needs {key!r}")
         if not isinstance(panel["thresholds"], Mapping):
             raise SpecError(f"{where}: thresholds must map task -> (optim or family -> threshold)")
+    if kind == "trajectory" and not panel.get("x"):
+        raise SpecError(f"{where}: a trajectory panel needs x (and y): two logged columns, drawn in step order")
     if kind == "heatmap":
         params = panel.get("params")
         if not isinstance(params, (list, tuple)) or len(params) != 2:

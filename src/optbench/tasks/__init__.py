@@ -15,7 +15,8 @@ from optbench.tasks.base import Task
 KINDS = Registry("task.kind", "optbench.tasks", {
     "classification": "classification:build", "autoencoder": "autoencoder:build",
     "language_model": "language_model:build", "noisy_quadratic": "quadratic:build",
-    **dict.fromkeys(("reddi", "reddi_stochastic", "alt_quadratic", "adamp_toy"), "synthetic:build"),
+    "imagenet": "imagenet:build",
+    **dict.fromkeys(("reddi", "reddi_stochastic", "alt_quadratic", "quadratic_2d", "adamp_toy"), "synthetic:build"),
 })
 
 

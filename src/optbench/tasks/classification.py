@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Mapping, Optional
 import torch
 import torch.nn.functional as F
 
-from optbench.data.batches import num_batches, sequential_batches, shuffled_batches, split_train_val
+from optbench.data.batches import check_val_split, num_batches, sequential_batches, shuffled_batches, split_train_val
 from optbench.models import build_model, model_factory
 from optbench.tasks.base import Task, dataset_name
 
@@ -90,20 +90,11 @@ def _model_kwargs(name: str, extra: Mapping, shape: tuple[int, ...], num_classes
     return kwargs
 
 
-VAL_SPLITS = ("held_out", "test")
-
-
 def validation_split(cfg: Mapping, held_out, test):
-    """What 'val' evaluates: the held-out end of the training set (``val_split: held_out``, the default), or the
-    official test set (``test``: the hypergradient reference trains on the whole training set and reports its
-    validation loss on the test set; then ``val_fraction`` must be 0, so no training example is held out)."""
-    choice = cfg.get("val_split") or "held_out"
-    if choice not in VAL_SPLITS:
-        raise ValueError(f"task.val_split={choice!r} is not known; valid: {', '.join(VAL_SPLITS)}")
-    if choice == "test" and float(cfg["val_fraction"]) != 0.0:
-        raise ValueError(f"task.val_split=test validates on the test set, so task.val_fraction must be 0 (got "
-                         f"{cfg['val_fraction']}); set task.val_fraction=0")
-    return test if choice == "test" else held_out
+    """What 'val' evaluates (data.batches.check_val_split): the held-out end of the training set, or the
+    official test set (the hypergradient reference trains on the whole training set and reports its validation
+    loss on the test set)."""
+    return test if check_val_split(cfg) == "test" else held_out
 
 
 class ImageClassification(Task):

@@ -7,6 +7,8 @@ it through the ordinary trainer, and an "epoch" is ``steps_per_epoch`` online st
   average slope is positive, so the optimum is x = -1, yet Adam drifts to +1.
 - ``alt_quadratic`` (REFERENCE.md sec. 2, Expectigrad's test problem): f_t = 3 x0^2 on odd t, x0^2 + 8 x1^2 on
   even t, from (1, 1); x1 sees zero gradients on odd steps.
+- ``quadratic_2d`` (AggMo's illustration of passive damping): the deterministic ill-conditioned quadratic
+  f = (h0 x0^2 + h1 x1^2) / 2, whose iterates show classical momentum's oscillation and AggMo's damping.
 - ``adamp_toy`` (REFERENCE.md sec. 4): the scale-invariant f(w) = -(w / |w|) . (w* / |w*|) in 2-D; momentum
   makes |w| grow, the projection of SGDP/AdamP does not.
 """
@@ -123,6 +125,32 @@ class AlternatingQuadratic(OnlineTask):
         return {"x0": x0, "x1": x1}
 
 
+class Quadratic2D(OnlineTask):
+    """f = (h0 x0^2 + h1 x1^2) / 2, the same every step; x0 and x1 are logged, so each epoch row is a point of
+    the trajectory (use one step per epoch to draw every iterate)."""
+
+    def __init__(self, name: str, curvatures: Sequence[float], start: Sequence[float], steps_per_epoch: int,
+                 device: torch.device):
+        super().__init__(name, start, steps_per_epoch, device)
+        if len(curvatures) != 2 or min(curvatures) <= 0:
+            raise ValueError(f"quadratic_2d: curvatures must be two positive numbers, got {list(curvatures)}")
+        self.h = torch.tensor(curvatures, dtype=torch.float32, device=device)
+
+    def draw(self, t: int, generator: torch.Generator) -> None:
+        return None
+
+    def loss(self, batch: None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return 0.5 * (self.h * self.x ** 2).sum(), {}
+
+    @torch.inference_mode()
+    def evaluate(self, split: str) -> dict[str, float]:
+        return {"loss": float(0.5 * (self.h * self.x ** 2).sum())}
+
+    def extras(self) -> dict[str, float]:
+        x0, x1 = self.x.detach().tolist()
+        return {"x0": x0, "x1": x1}
+
+
 class ScaleInvariantToy(OnlineTask):
     """f(w) = -cos(w, w*), so the gradient is orthogonal to w. w is stored as a 1 x 2 matrix (one output
     channel) so that AdamP/SGDP, which project only parameters with dim > 1, treat it as a layer weight."""
@@ -170,8 +198,11 @@ def build(cfg: Mapping, data_dir: str, device: torch.device) -> Task:
                            start=float(cfg["x0"]), device=device, **_common(cfg))
     if kind == "alt_quadratic":
         return AlternatingQuadratic(start=[float(v) for v in cfg["x0"]], device=device, **_common(cfg))
+    if kind == "quadratic_2d":
+        return Quadratic2D(curvatures=[float(v) for v in cfg["curvatures"]], start=[float(v) for v in cfg["x0"]],
+                           device=device, **_common(cfg))
     if kind == "adamp_toy":
         return ScaleInvariantToy(w_star=[float(v) for v in cfg["w_star"]], start=[float(v) for v in cfg["w0"]],
                                  device=device, **_common(cfg))
     raise ValueError(f"task.kind={kind!r} is not a synthetic task (reddi, reddi_stochastic, alt_quadratic, "
-                     "adamp_toy)")
+                     "quadratic_2d, adamp_toy)")
