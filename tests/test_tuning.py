@@ -103,7 +103,7 @@ def grid_results(tmp_path):
                       config={"optim.lr": lr}, status="diverged")
         else:
             write_run(tmp_path, "t", "sgd", 1, _val_rows(1, second), variant=variant, config={"optim.lr": lr})
-    for lr in (0.01, 0.001):
+    for lr in (10.0, 2.0):  # a tie; "lr=10.0" sorts before "lr=2.0" as text, after it as a number
         write_run(tmp_path, "t", "adam", 0, _val_rows(0, [1.0, 0.5]), variant=f"lr={lr}", config={"optim.lr": lr})
     return tmp_path
 
@@ -143,7 +143,7 @@ def test_selection_equals_numbers_recomputed_from_the_csvs(grid_results):
     assert final.loc["sgd", "variant"] == "lr=1.0"  # judged by the last epoch instead
     assert final.loc["sgd", "val"] == pytest.approx(np.mean([0.35, 0.36]))
     assert final.loc["sgd", "test"] == pytest.approx(np.mean([20.0, 21.0]))
-    assert final.loc["adam", "variant"] == "lr=0.001"  # a tie goes to the smaller value
+    assert final.loc["adam", "variant"] == "lr=2.0"  # a tie goes to the smaller value
     assert selection.select_tuned(metrics).set_index("optim")["edge"].to_dict() == {"adam": "lr", "sgd": "lr"}
 
 
@@ -186,7 +186,7 @@ def test_a_spec_with_select_tuned_keeps_each_optimizers_tuned_setting(grid_resul
     spec = tmp_path / "t.yaml"
     spec.write_text("select: tuned\ntasks:\n  t: {metric: loss}\n")
     table = build_tables(load_table_spec(str(spec)), load_runs(grid_results)).tasks[0]
-    assert [(r.group.optim, r.group.variant) for r in table.rows] == [("adam", "lr=0.001"), ("sgd", "lr=0.1")]
+    assert [(r.group.optim, r.group.variant) for r in table.rows] == [("adam", "lr=2.0"), ("sgd", "lr=0.1")]
     spec.write_text("select: best\ntasks:\n  t: {metric: loss}\n")
     with pytest.raises(ValueError, match="select='best' must be one of all, tuned"):
         load_table_spec(str(spec))
