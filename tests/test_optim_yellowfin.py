@@ -442,14 +442,19 @@ def test_foreach_and_per_tensor_paths_agree(dtype, closed_loop):
         opt = make_optimizer(weights, biases, foreach=foreach, closed_loop=closed_loop, clip_thresh=50.0)
         train(opt, weights + biases, 0, 40)
         results.append((weights + biases, opt))
-    (p_single, opt_single), (p_multi, opt_multi) = results
-    for a, b in zip(p_single, p_multi):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    for name in opt_single.tuner:
-        # C = g2_avg - ||gbar||^2 cancels: its float32 rounding is relative to g2_avg, and the per-tensor form
-        # gets ||gbar||^2 from the expansion (1-w)^2 A.A + 2w(1-w) A.g + w^2 g.g instead of reading gbar again
-        atol = 1e-5 * float(opt_single.tuner["g2_avg"]) if name == "C" else 1e-9
-        torch.testing.assert_close(opt_single.tuner[name], opt_multi.tuner[name], rtol=1e-6, atol=atol,
+    assert_same_run(results[0], results[1], rtol=1e-6, atol=1e-7, tuner_atol=1e-9)
+
+
+def assert_same_run(reference, other, rtol: float, atol: float, tuner_atol: float) -> None:
+    """Two (params, optimizer) runs agree: parameters, and every tuner statistic. C = g2_avg - ||gbar||^2
+    cancels: its float32 rounding is relative to g2_avg, and the per-tensor form gets ||gbar||^2 from the
+    expansion (1-w)^2 A.A + 2w(1-w) A.g + w^2 g.g instead of reading gbar again."""
+    (p_ref, opt_ref), (p_other, opt_other) = reference, other
+    for a, b in zip(p_ref, p_other):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+    for name in opt_ref.tuner:
+        name_atol = 1e-5 * float(opt_ref.tuner["g2_avg"]) if name == "C" else tuner_atol
+        torch.testing.assert_close(opt_ref.tuner[name], opt_other.tuner[name], rtol=rtol, atol=name_atol,
                                    msg=lambda m, name=name: f"{name}: {m}")
 
 
@@ -465,15 +470,10 @@ def test_paths_agree_with_the_reference_options():
         opt = make_optimizer(weights, biases, **REFERENCE_OPTIONS, **path)
         train(opt, weights + biases, 0, 30)
         results.append((weights + biases, opt))
-    (p_single, opt_single) = results[0]
+    opt_single = results[0][1]
     assert float(opt_single.tuner["lr_bound"]) < math.inf and float(opt_single.tuner["sparsity_avg"]) > 0
-    for params, opt in results[1:]:
-        for a, b in zip(p_single, params):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-        for name in opt_single.tuner:
-            atol = 1e-5 * float(opt_single.tuner["g2_avg"]) if name == "C" else 1e-8
-            torch.testing.assert_close(opt_single.tuner[name], opt.tuner[name], rtol=1e-5, atol=atol,
-                                       msg=lambda m, name=name: f"{name}: {m}")
+    for other in results[1:]:
+        assert_same_run(results[0], other, rtol=1e-5, atol=1e-6, tuner_atol=1e-8)
 
 
 def test_bfloat16_parameters_follow_the_float32_trajectory():

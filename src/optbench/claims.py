@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from optbench import results, rundir
-from optbench.run_config import compose_config, config_dir
+from optbench.run_config import compose_config, config_dir, default_run_config
 
 KINDS = {"final": 1, "ratio": 2, "less_than": 2, "ordering": None}  # kind -> how many run sets it compares
 COMPARES = ("approx", "below", "above")
@@ -109,9 +109,7 @@ def run_overrides(spec: Mapping, name: str, budget: str = "quick") -> list[str]:
 def _run_identity(overrides: tuple[str, ...]) -> tuple[str, str, str]:
     """(task, optim, variant) the trainer gives these overrides: the same composition train.py names runs by."""
     cfg = compose_config(list(overrides))
-    task, optim = cfg["task"]["name"], cfg["optim"]["name"]
-    defaults = compose_config([f"task={task}", f"optim={optim}"])
-    return task, optim, rundir.variant_name(cfg, defaults)
+    return cfg["task"]["name"], cfg["optim"]["name"], rundir.variant_name(cfg, default_run_config(cfg))
 
 
 def run_paths(spec: Mapping, name: str, results_dir: str | Path, budget: str = "quick") -> list[Path]:

@@ -76,7 +76,7 @@ def runs(results_dir: str | Path, task: str | Iterable[str] | None = None, optim
             continue
         rows.append({"task": task_name, "optim": optim_name, "variant": variant, "seed": seed, "status": state,
                      "results_dir": str(path.parents[3]), "path": str(path),
-                     **{k: _cell(v) for k, v in config.items() if k != "results_dir"}})
+                     **{k: hashable(v) for k, v in config.items() if k != "results_dir"}})
     return pd.DataFrame(rows, columns=None if rows else IDENTITY)
 
 
@@ -104,7 +104,7 @@ def read_config(path: Path) -> dict:
         return {}
 
 
-def _cell(value: Any) -> Any:
+def hashable(value: Any) -> Any:
     """Lists (betas, milestones) as tuples, so config columns stay hashable for groupby."""
     return tuple(value) if isinstance(value, list) else value
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from optbench import rundir, runlock
 from optbench.rundir import lookup
-from optbench.results import read_config, read_log, run_dirs, same_value
+from optbench.results import hashable, read_config, read_log, run_dirs, same_value
 
 BANDS = ("minmax", "std", "none")
 
@@ -177,7 +177,7 @@ def tuned_only(groups: Sequence[RunGroup], metric: str = "loss", by: str = "best
                 continue
             identity = {"task": run.task, "optim": run.optim, "variant": run.variant, "seed": run.seed,
                         "status": run.status, "path": str(run.path)}
-            config = {k: tuple(v) if isinstance(v, list) else v for k, v in rundir.flatten(run.config).items()}
+            config = {k: hashable(v) for k, v in rundir.flatten(run.config).items()}
             frames.append(pd.concat([pd.DataFrame([{**config, **identity}] * len(run.metrics)),
                                      run.metrics.reset_index(drop=True)], axis=1))
     if not frames:
