@@ -1,4 +1,5 @@
-"""MNIST and Fashion-MNIST from the IDX files in torchvision's layout: ``<data_dir>/<Name>/raw/*-ubyte(.gz)``.
+"""MNIST and Fashion-MNIST from the IDX files in torchvision's layout: ``<data_dir>/<Name>/raw/*-ubyte(.gz)``
+(Fashion-MNIST also where Debian's dataset-fashion-mnist installs it).
 
 Read with numpy straight from the (gzipped) IDX format, so no torchvision dataset object or download is needed
 when the files are there.
@@ -22,6 +23,10 @@ FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+
+# torchvision class name -> where a system package installs the four files (searched after data_dir)
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+SYSTEM_DIRS = {"FashionMNIST": (DEBIAN_FASHION_MNIST,)}
 
 # torchvision class name -> how to get the four files offline
 _SOURCES = {
@@ -55,6 +60,25 @@ def _find(raw: Path, stem: str) -> Path | None:
     return None
 
 
+def _complete(folder: Path) -> dict[str, Path] | None:
+    """The four files of one folder, or None unless all four are there (a set is never mixed from two places)."""
+    found = {stem: _find(folder, stem) for pair in FILES.values() for stem in pair}
+    return found if all(found.values()) else None  # type: ignore[return-value]
+
+
+def find_idx_files(name: str, data_dir: str | Path) -> dict[str, Path]:
+    """The four IDX files of name from ``<data_dir>/<name>/raw``, else from where a system package installs them
+    (Debian's dataset-fashion-mnist); a missing set is a DatasetNotFoundError naming the path and how to get it."""
+    raw = Path(data_dir).expanduser() / name / "raw"
+    for folder in (raw, *SYSTEM_DIRS.get(name, ())):
+        found = _complete(folder)
+        if found:
+            return found
+    missing = next(stem for pair in FILES.values() for stem in pair if _find(raw, stem) is None)
+    raise DatasetNotFoundError(name, raw / f"{missing}.gz", f"To get the files: {_SOURCES[name].format(raw=raw)}; "
+                               "or pass task.download=true when online.")
+
+
 def _download(name: str, root: Path) -> None:
     import torchvision
 
@@ -62,34 +86,37 @@ def _download(name: str, root: Path) -> None:
         getattr(torchvision.datasets, name)(str(root), train=train, download=True)
 
 
+def _located(name: str, data_dir: str | Path, download: bool) -> dict[str, Path]:
+    """find_idx_files, downloading through torchvision first when asked and the files are not there."""
+    try:
+        return find_idx_files(name, data_dir)
+    except DatasetNotFoundError:
+        if not download:
+            raise
+    raw = Path(data_dir).expanduser() / name / "raw"
+    try:
+        _download(name, Path(data_dir).expanduser())
+    except Exception as err:  # no network, bad mirror, ...
+        raise DatasetNotFoundError(name, raw, f"Download failed ({err}). To get the files offline: "
+                                   f"{_SOURCES[name].format(raw=raw)}.") from err
+    return find_idx_files(name, data_dir)
+
+
 def load_idx_dataset(name: str, data_dir: str | Path, download: bool = False
                      ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{'train': (images uint8 [N, 28, 28], labels int64 [N]), 'test': ...} for name in MNIST, FashionMNIST."""
-    raw = Path(data_dir).expanduser() / name / "raw"
-    missing = [stem for pair in FILES.values() for stem in pair if _find(raw, stem) is None]
-    if missing and download:
-        try:
-            _download(name, Path(data_dir).expanduser())
-        except Exception as err:  # no network, bad mirror, ...
-            raise DatasetNotFoundError(name, raw / f"{missing[0]}.gz", f"Download failed ({err}). To get the "
-                                       f"files offline: {_SOURCES[name].format(raw=raw)}.") from err
-        missing = [stem for pair in FILES.values() for stem in pair if _find(raw, stem) is None]
-    if missing:
-        raise DatasetNotFoundError(
-            name, raw / f"{missing[0]}.gz",
-            f"To get the files: {_SOURCES[name].format(raw=raw)}; or pass task.download=true when online.",
-        )
+    files = _located(name, data_dir, download)
     out = {}
     for split, (images, labels) in FILES.items():
-        x = read_idx(_find(raw, images))
-        y = read_idx(_find(raw, labels))
+        x = read_idx(files[images])
+        y = read_idx(files[labels])
         if len(x) != len(y):
-            raise ValueError(f"{raw}: {split} has {len(x)} images but {len(y)} labels")
+            raise ValueError(f"{files[images].parent}: {split} has {len(x)} images but {len(y)} labels")
         out[split] = (torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64)))
     return out
 
 
-def link_debian_fashion_mnist(data_dir: str | Path, source: str = "/usr/share/datasets/fashion-mnist") -> Path:
+def link_debian_fashion_mnist(data_dir: str | Path, source: str | Path = DEBIAN_FASHION_MNIST) -> Path:
     """Copy Debian's dataset-fashion-mnist files into the torchvision layout under data_dir."""
     raw = Path(data_dir).expanduser() / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
