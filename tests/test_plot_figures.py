@@ -180,12 +180,16 @@ def test_spec_mistakes_name_the_key(tmp_path):
 def test_command_line_draws_a_spec_into_png_and_pdf(hypergrad_results, tmp_path):
     spec = tmp_path / "small.yaml"
     spec.write_text("tasks: {logreg: [mnist_logreg, digits_logreg]}\n"
-                    "figures: {alpha: {task: logreg, y: lr, optims: [sgd_hd]}}\n")
-    proc = subprocess.run([sys.executable, "-m", "optbench.plot", f"figure={spec}",
+                    "figures: {alpha: {task: logreg, y: lr, optims: [sgd_hd]}, loss: {task: logreg, y: val_loss}}\n")
+    proc = subprocess.run([sys.executable, "-m", "optbench.plot", f"figure={spec}", "only=alpha",
                            f"results_dir={hypergrad_results}", f"plots_dir={tmp_path}"],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "small" / "alpha.png").stat().st_size > 5000 and (tmp_path / "small" / "alpha.pdf").exists()
+    assert not (tmp_path / "small" / "loss.png").exists()  # only=alpha
+    unknown = subprocess.run([sys.executable, "-m", "optbench.plot", f"figure={spec}", "only=[alpha,beta]"],
+                             capture_output=True, text=True, cwd=REPO)
+    assert unknown.returncode == 2 and "has no figure beta; its figures: alpha, loss" in unknown.stderr
     bad = subprocess.run([sys.executable, "-m", "optbench.plot", "figure=nope"], capture_output=True, text=True,
                          cwd=REPO)
     assert bad.returncode == 2 and "figure='nope'" in bad.stderr

@@ -1,9 +1,11 @@
 """The reproduction report: claims evaluate from recorded run directories to computed verdicts (a false claim
-must come out 'not reproduced', absent runs 'not run'), claims files are validated, and the command end to end."""
+must come out 'not reproduced', absent runs, a missing dataset, a GPU claim on a CPU 'not run'), claims files are
+validated, the reports and the README's status table are written from the verdicts, and the command end to end."""
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +13,11 @@ import sys
 import pytest
 import yaml
 
+from conftest import markdown_rows
 from optbench import claims as c
+from optbench import reports
+from optbench.data import idx
+from optbench.reproduce import needed_run_sets
 from test_plot_rundirs import write_run
 
 
@@ -71,6 +77,11 @@ def test_absent_unfinished_and_gpu_claims_are_not_run(tmp_path, adamp):
     (lambda s: s["claims"][0].update(runs="nowhere"), "'nowhere' is not a run set"),
     (lambda s: s["claims"][0].update(tolerance={}), "approx needs rel or abs"),
     (lambda s: s["runs"]["sgdp"].pop("overrides"), "runs.sgdp: missing key(s) overrides"),
+    (lambda s: s["claims"][0].update(epoch=1, step=10), "give one of them"),
+    (lambda s: s["claims"][0].update(kind="time_to_target"), "needs the target value of weight_norm"),
+    (lambda s: s["claims"][0].update(budget="huge"), "budget must be one of quick, full"),
+    (lambda s: s["runs"]["sgdp"].update(budgets={"slow": []}), "'slow': budgets are quick, full"),
+    (lambda s: s.update(figures=["figure=adamp"]), "figures: each entry is a list"),
 ])
 def test_claims_files_are_validated_with_the_file_and_key(tmp_path, change, message):
     spec = yaml.safe_load(c.claims_path("adamp").read_text())
@@ -98,3 +109,101 @@ def test_reproduce_writes_the_report_end_to_end(tmp_path):
     rows = [line for line in report.splitlines() if line.startswith("| momentum") or line.startswith("| sgdp")]
     assert len(rows) == 4 and all("| reproduced |" in row for row in rows), report
     assert "2.933" in report and "27.88" in report
+
+
+# a small claims file of our own: SGD and Adam on the digits, with curves we write (no training)
+CURVES = {"sgd": [2.3, 1.0, 0.6, 0.5, 0.45], "adam": [2.3, 0.5, 0.4, 0.3, 0.25]}
+
+
+@pytest.fixture()
+def digits(tmp_path):
+    spec = {"paper": "mine", "runs": {name: {"overrides": ["task=digits_logreg", f"optim={name}"], "seeds": [0, 1]}
+                                      for name in CURVES}, "claims": []}
+    for name, curve in CURVES.items():
+        for path, shift in zip(c.run_paths(spec, name, tmp_path), (0.0, 0.02)):
+            rows = [{"epoch": e, "step": 100 * e, "train_loss": v + shift, "val_acc": 1 - v / 3} for e, v in
+                    enumerate(curve)]
+            write_run(tmp_path, *path.parts[-4:-2], int(path.name[4:]), rows, variant=path.parts[-2])
+    return spec
+
+
+def _check(spec, root, **claim):
+    claim = dict({"id": "x", "statement": "s", "source": "here", "where": "cpu", "metric": "train_loss"}, **claim)
+    claim["runs"] = claim["runs"] if isinstance(claim["runs"], list) else [claim["runs"]]
+    return c.evaluate(spec, claim, root)
+
+
+def test_iterations_to_a_target_and_speedups_are_read_off_the_seed_mean_curve(tmp_path, digits):
+    hit = _check(digits, tmp_path, kind="time_to_target", runs="sgd", target=0.5, compare="below", value=500)
+    assert hit.verdict == "reproduced" and hit.ours.startswith("400 iterations")  # mean 0.51 at 300, 0.46 at 400
+    never = _check(digits, tmp_path, kind="time_to_target", runs="sgd", target=0.1, compare="below", value=500)
+    assert never.verdict == "not reproduced" and never.ours.startswith("never")
+    # Adam reaches SGD's best (mean 0.46 at step 400) at step 200: a 2x speed-up; 3x is claimed falsely
+    speed = _check(digits, tmp_path, kind="speedup", runs=["sgd", "adam"], compare="above", value=1.9)
+    assert speed.verdict == "reproduced" and speed.ours.startswith("2x: 400 / 200"), speed.ours
+    assert _check(digits, tmp_path, kind="speedup", runs=["sgd", "adam"], compare="above", value=3).verdict == \
+        "not reproduced"
+    acc = _check(digits, tmp_path, kind="time_to_target", runs="adam", metric="val_acc", target=0.85,
+                 compare="approx", value=200, tolerance={"abs": 0})  # accuracy counts upward
+    assert acc.verdict == "reproduced", acc.ours
+
+
+def test_a_metric_after_n_iterations_is_the_first_epoch_end_past_them(tmp_path, digits):
+    after = _check(digits, tmp_path, kind="final", runs="sgd", step=150, compare="approx", value=0.61,
+                   tolerance={"abs": 1e-9})  # the epoch end at step 200: 0.6 and 0.62
+    assert after.verdict == "reproduced", after.ours
+    ratio = _check(digits, tmp_path, kind="ratio", runs=["adam", "sgd"], step=200, compare="below", value=0.7)
+    assert ratio.verdict == "reproduced" and ratio.ours.startswith("0.6721 = 0.41")  # 0.41 / 0.61
+    late = _check(digits, tmp_path, kind="final", runs="sgd", step=10_000, compare="below", value=1)
+    assert late.verdict == "not run" and "step 10000 not reached" in late.why
+
+
+def test_missing_data_budget_and_gpu_claims_are_not_run_and_their_runs_not_started(tmp_path, monkeypatch, digits):
+    monkeypatch.setenv("OPTBENCH_DATA_DIR", str(tmp_path / "no_data"))
+    monkeypatch.setitem(idx.SYSTEM_DIRS, "FashionMNIST", (tmp_path / "no_debian",))
+    digits["runs"]["fmnist"] = {"overrides": ["task=fmnist_logreg", "optim=sgd"], "seeds": [0]}
+    digits["claims"] = [{"id": "f", "statement": "s", "source": "x", "where": "cpu", "metric": "train_loss",
+                         "kind": "less_than", "runs": ["fmnist", "sgd"]},
+                        {"id": "g", "statement": "s", "source": "x", "where": "gpu", "metric": "train_loss",
+                         "kind": "final", "runs": ["adam"], "compare": "below", "value": 1},
+                        {"id": "b", "statement": "s", "source": "x", "where": "cpu", "metric": "train_loss",
+                         "kind": "final", "runs": ["adam"], "compare": "below", "value": 1, "budget": "full"}]
+    verdicts = {v.claim["id"]: v for v in c.evaluate_all(digits, tmp_path)}
+    assert verdicts["f"].verdict == "not run"
+    assert verdicts["f"].why.startswith("data missing: FashionMNIST not found: expected " + str(tmp_path / "no_data"))
+    assert "apt-get install dataset-fashion-mnist" in verdicts["f"].why
+    assert verdicts["g"].why == "needs a GPU (where=gpu)" and verdicts["b"].why == "needs budget=full"
+    assert needed_run_sets(digits, "cpu", "quick") == []  # nothing to run here
+    assert needed_run_sets(digits, "gpu", "full") == ["adam"]  # sgd only served the claim without data
+    assert c.evaluate_all(digits, tmp_path, budget="full")[2].verdict == "reproduced"
+
+
+def test_reports_and_the_readme_status_table_come_from_the_verdicts(tmp_path, digits):
+    digits["claims"] = [
+        {"id": "adam_faster", "statement": "Adam is faster.", "source": "Fig. 1", "where": "cpu", "kind": "speedup",
+         "metric": "train_loss", "runs": ["sgd", "adam"], "compare": "above", "value": 1.0},
+        {"id": "false_claim", "statement": "SGD beats Adam.", "source": "Fig. 1", "where": "cpu", "kind": "less_than",
+         "metric": "train_loss", "runs": ["sgd", "adam"]},
+        {"id": "on_gpu", "statement": "Big.", "source": "Table 2", "where": "gpu", "kind": "less_than",
+         "metric": "train_loss", "runs": ["adam", "sgd"]}]
+    figure = tmp_path / "fig.png"
+    figure.write_bytes(b"\x89PNG not really")
+    record = reports.record(digits, c.evaluate_all(digits, tmp_path), {
+        "where": "cpu", "budget": "quick", "results_dir": str(tmp_path), "figures": [str(figure)],
+        "figures_failed": [], "elapsed_s": 1.0})
+    json_path, md_path, html_path = reports.write(record, tmp_path / "reports")
+    rows = {row[0]: row for row in markdown_rows(md_path.read_text())}
+    assert rows["adam_faster"][3] == "reproduced" and rows["false_claim"][3] == "not reproduced"
+    assert rows["on_gpu"][3] == "not run (needs a GPU (where=gpu))"
+    assert "(../sgd/" not in rows["false_claim"][4] and "](../digits_logreg/sgd/" in rows["false_claim"][4]
+    page = html_path.read_text()
+    assert "data:image/png;base64," in page and page.count("<tr") == 4
+    assert json.loads(json_path.read_text())["claims"][1]["verdict"] == "not reproduced"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{reports.BEGIN}\nold\n{reports.END}\n\nafter\n")
+    reports.update_readme(readme, tmp_path / "reports")
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("after\n") and "mine: 1 reproduced, 1 not reproduced, 1 not run" in text
+    table = {row[1]: row[2] for row in markdown_rows(text)}
+    assert table == {"claim": "verdict", "adam_faster": "reproduced", "false_claim": "not reproduced",
+                     "on_gpu": "not run (needs a GPU (where=gpu))"}

@@ -1,9 +1,11 @@
 """A paper's claims as checks over runs (configs/claims/<paper>.yaml), evaluated from the run directories.
 
 A claim names the run sets it needs (overrides + seeds, exactly as ``python -m optbench.cli`` takes them), the
-quantity (a metric's final value, or at an epoch), the comparison and its tolerance. Its verdict is computed
-here from the recorded metrics.csv files, never written by hand: ``reproduced``, ``not reproduced`` (with the
-numbers) or ``not run`` (with why: the runs are absent or unfinished, or the claim needs a GPU).
+quantity (a metric's final value, at an epoch or after a number of iterations, the iterations to a target, a
+speed-up between two optimizers), the comparison and its tolerance. Its verdict is computed here from the
+recorded metrics.csv files, never written by hand: ``reproduced``, ``not reproduced`` (with the numbers) or
+``not run`` (with why: the runs are absent or unfinished, the dataset is missing, the claim needs a GPU or the
+full budget).
 
 A run set's directories are found the way the trainer names them (the composed config's variant against the
 task's and optimizer's defaults), so a claim reads exactly its runs and never a neighbour with other settings.
@@ -12,22 +14,30 @@ task's and optimizer's defaults), so a claim reads exactly its runs and never a 
 from __future__ import annotations
 
 import functools
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from optbench import results, rundir
+from optbench.data.presence import missing_data
 from optbench.run_config import compose_config, config_dir, default_run_config
 
-KINDS = {"final": 1, "ratio": 2, "less_than": 2, "ordering": None}  # kind -> how many run sets it compares
+# kind -> how many run sets it compares (None: two or more)
+KINDS = {"final": 1, "ratio": 2, "less_than": 2, "ordering": None, "time_to_target": 1, "speedup": 2}
+COMPARED = ("final", "ratio", "time_to_target", "speedup")  # the kinds that compare a number with ``value``
 COMPARES = ("approx", "below", "above")
+BUDGETS = ("quick", "full")
 CLAIM_KEYS = {"required": {"id", "statement", "source", "kind", "runs", "metric", "where"},
-              "optional": {"compare", "value", "tolerance", "epoch", "substitute"}}
-RUN_KEYS = {"required": {"overrides"}, "optional": {"seeds"}}
-FILE_KEYS = {"required": {"paper", "runs", "claims"}, "optional": {"title", "budgets"}}
+              "optional": {"compare", "value", "tolerance", "epoch", "step", "target", "higher", "budget",
+                           "substitute"}}
+RUN_KEYS = {"required": {"overrides"}, "optional": {"seeds", "budgets"}}
+FILE_KEYS = {"required": {"paper", "runs", "claims"}, "optional": {"title", "budgets", "figures"}}
 FINISHED = ("finished", "reached")
 
 
@@ -74,13 +84,31 @@ def _check_claim(claim: Mapping, run_sets: Mapping, where: str) -> None:
     for name in runs:
         if name not in run_sets:
             raise ClaimError(f"{where}: runs: {name!r} is not a run set of the file's runs")
-    if claim["kind"] in ("final", "ratio"):
+    _check_quantity(claim, where)
+    if claim["kind"] in COMPARED:
         if claim.get("compare") not in COMPARES or "value" not in claim:
             raise ClaimError(f"{where}: compare (one of {', '.join(COMPARES)}) and value are needed")
         if claim["compare"] == "approx" and not set(claim.get("tolerance") or {}) & {"rel", "abs"}:
             raise ClaimError(f"{where}: tolerance: approx needs rel or abs")
     if claim["where"] not in ("cpu", "gpu"):
         raise ClaimError(f"{where}: where must be cpu or gpu")
+
+
+def _check_quantity(claim: Mapping, where: str) -> None:
+    """epoch or step (not both), a target where the kind needs one, a budget that exists."""
+    if claim.get("epoch") is not None and claim.get("step") is not None:
+        raise ClaimError(f"{where}: epoch and step: give one of them")
+    if claim["kind"] == "time_to_target" and "target" not in claim:
+        raise ClaimError(f"{where}: target: kind time_to_target needs the target value of {claim['metric']}")
+    if claim.get("budget") is not None and claim["budget"] not in BUDGETS:
+        raise ClaimError(f"{where}: budget must be one of {', '.join(BUDGETS)}")
+
+
+def _check_budgets(budgets: Any, where: str) -> None:
+    """Budget name -> a list of overrides, for the budgets there are."""
+    for name, overrides in (budgets or {}).items():
+        if name not in BUDGETS or not isinstance(overrides, list):
+            raise ClaimError(f"{where}: {name!r}: budgets are {', '.join(BUDGETS)}, each a list of overrides")
 
 
 def load_claims(paper: str, path: Path | None = None) -> dict:
@@ -92,7 +120,11 @@ def load_claims(paper: str, path: Path | None = None) -> dict:
     _check_keys(spec, FILE_KEYS, str(path))
     for name, run_set in spec["runs"].items():
         _check_keys(run_set, RUN_KEYS, f"{path}: runs.{name}")
+        _check_budgets(run_set.get("budgets"), f"{path}: runs.{name}.budgets")
         run_set.setdefault("seeds", [0])
+    _check_budgets(spec.get("budgets"), f"{path}: budgets")
+    if not all(isinstance(f, list) and f for f in spec.get("figures") or []):
+        raise ClaimError(f"{path}: figures: each entry is a list of `python -m optbench.plot` arguments")
     for i, claim in enumerate(spec["claims"]):
         _check_claim(claim, spec["runs"], f"{path}: claims[{i}]")
         claim["runs"] = claim["runs"] if isinstance(claim["runs"], list) else [claim["runs"]]
@@ -101,43 +133,96 @@ def load_claims(paper: str, path: Path | None = None) -> dict:
 
 
 def run_overrides(spec: Mapping, name: str, budget: str = "quick") -> list[str]:
-    """A run set's overrides with the budget's appended (a quick budget may shorten runs: other directories)."""
-    return list(spec["runs"][name]["overrides"]) + list((spec.get("budgets") or {}).get(budget) or [])
+    """A run set's overrides with the file's and then the run set's own for the budget (a quick budget may
+    shorten runs, which gives them other directories)."""
+    run_set = spec["runs"][name]
+    return (list(run_set["overrides"]) + list((spec.get("budgets") or {}).get(budget) or [])
+            + list((run_set.get("budgets") or {}).get(budget) or []))
 
 
 @functools.lru_cache(maxsize=128)
-def _run_identity(overrides: tuple[str, ...]) -> tuple[str, str, str]:
-    """(task, optim, variant) the trainer gives these overrides: the same composition train.py names runs by."""
+def _composed(overrides: tuple[str, ...], data_dir_env: str | None) -> tuple[str, str, str, dict, str]:
+    """(task, optim, variant, task config, data_dir) the trainer gives these overrides: the same composition
+    train.py names runs by. The environment's OPTBENCH_DATA_DIR is part of the key, as it is of the config."""
     cfg = compose_config(list(overrides))
-    return cfg["task"]["name"], cfg["optim"]["name"], rundir.variant_name(cfg, default_run_config(cfg))
+    variant = rundir.variant_name(cfg, default_run_config(cfg))
+    return cfg["task"]["name"], cfg["optim"]["name"], variant, cfg["task"], str(cfg["data_dir"])
+
+
+def _composition(spec: Mapping, name: str, budget: str) -> tuple[str, str, str, dict, str]:
+    return _composed(tuple(run_overrides(spec, name, budget)), os.environ.get("OPTBENCH_DATA_DIR"))
 
 
 def run_paths(spec: Mapping, name: str, results_dir: str | Path, budget: str = "quick") -> list[Path]:
     """The run directories (one per seed) a run set writes under results_dir."""
-    task, optim, variant = _run_identity(tuple(run_overrides(spec, name, budget)))
+    task, optim, variant = _composition(spec, name, budget)[:3]
     return [rundir.run_path(results_dir, task, optim, variant, seed) for seed in spec["runs"][name]["seeds"]]
 
 
-def run_values(spec: Mapping, name: str, claim: Mapping, results_dir, budget: str) -> tuple[np.ndarray, str, list]:
-    """The claim's metric for each seed of a run set (final, or at ``epoch``), or why it cannot be read."""
+def data_missing(spec: Mapping, name: str, budget: str = "quick") -> str:
+    """'' when the run set's dataset is on disk, else where it is expected and how to get it."""
+    task_cfg, data_dir = _composition(spec, name, budget)[3:]
+    return missing_data(task_cfg, data_dir)
+
+
+def _unusable(rows: pd.DataFrame, metric: str, path: Path) -> str:
+    """Why a run's rows cannot answer a claim ('' when they can)."""
+    if not len(rows):
+        return f"runs absent: {path}"
+    if rows["status"].iloc[0] not in FINISHED:
+        return f"run {rows['status'].iloc[0]}: {path}"
+    if metric not in rows or rows[metric].isna().all():
+        return f"no {metric} logged: {path}"
+    return ""
+
+
+def seed_tables(spec: Mapping, name: str, metric: str, results_dir, budget: str
+                ) -> tuple[list[pd.DataFrame], str, list[Path]]:
+    """Each seed's metrics.csv rows (epoch order) of a run set, or why they cannot be read, and the run paths."""
     paths = run_paths(spec, name, results_dir, budget)
     frame = results.load(results_dir, task=paths[0].parts[-4], optim=paths[0].parts[-3])
-    frame = frame[frame["path"].isin([str(p) for p in paths])] if len(frame) else frame
-    values = []
+    tables = []
     for path in paths:
         rows = frame[frame["path"] == str(path)] if len(frame) else frame
-        if not len(rows):
-            return np.array([]), f"runs absent: {path}", paths
-        if rows["status"].iloc[0] not in FINISHED:
-            return np.array([]), f"run {rows['status'].iloc[0]}: {path}", paths
-        if claim["metric"] not in rows or rows[claim["metric"]].isna().all():
-            return np.array([]), f"no {claim['metric']} logged: {path}", paths
-        rows = rows.sort_values("epoch")
-        rows = rows[rows["epoch"] == claim["epoch"]] if claim.get("epoch") is not None else rows
-        if not len(rows):
-            return np.array([]), f"epoch {claim['epoch']} not reached: {path}", paths
-        values.append(float(rows[claim["metric"]].iloc[-1]))
-    return np.array(values), "", paths
+        why = _unusable(rows, metric, path)
+        if why:
+            return [], why, paths
+        tables.append(rows.sort_values("epoch"))
+    return tables, "", paths
+
+
+class Unanswered(LookupError):
+    """The runs finished but do not reach the epoch or iteration the claim reads (reported as not run)."""
+
+
+def point(rows: pd.DataFrame, claim: Mapping) -> float:
+    """The metric at ``epoch``, after ``step`` iterations (the first epoch end at or past it), else the last."""
+    metric = claim["metric"]
+    if claim.get("epoch") is not None:
+        rows = rows[rows["epoch"] == claim["epoch"]]
+    elif claim.get("step") is not None:
+        rows = rows[rows["step"] >= claim["step"]].head(1)
+    rows = rows[rows[metric].notna()]
+    if not len(rows):
+        at = f"epoch {claim['epoch']}" if claim.get("epoch") is not None else f"step {claim.get('step')}"
+        raise Unanswered(f"{at} not reached")
+    return float(rows[metric].iloc[-1])
+
+
+def higher_is_better(claim: Mapping) -> bool:
+    return bool(claim.get("higher", "acc" in claim["metric"]))
+
+
+def mean_curve(tables: Sequence[pd.DataFrame], metric: str) -> pd.Series:
+    """The seed mean of a metric against iterations (epoch ends), skipping a seed's missing value."""
+    columns = [t.drop_duplicates("step", keep="last").set_index("step")[metric] for t in tables]
+    return pd.concat(columns, axis=1).mean(axis=1).sort_index()
+
+
+def iterations_to(curve: pd.Series, target: float, higher: bool) -> float:
+    """The first iteration count at which the curve reaches the target (inf if it never does)."""
+    hits = curve[curve >= target] if higher else curve[curve <= target]
+    return float(hits.index[0]) if len(hits) else math.inf
 
 
 def compare(value: float, claim: Mapping) -> bool:
@@ -157,31 +242,69 @@ def spread(values: np.ndarray) -> str:
     return f"{values.mean():.4g} ± {std:.2g} (n={len(values)})"
 
 
-def _outcome(claim: Mapping, means: Sequence[float], sets: Sequence[np.ndarray]) -> tuple[bool, str]:
-    """Whether the claim holds on the seed means, and optbench's numbers as the report shows them."""
-    names = claim["runs"]
+def _points(claim: Mapping, sets: Sequence[Sequence[pd.DataFrame]]) -> tuple[bool, str]:
+    """final, ratio, less_than, ordering: on the seed means of each run set's point values."""
+    values = [np.array([point(t, claim) for t in tables]) for tables in sets]
+    means = [float(v.mean()) for v in values]
     if claim["kind"] == "final":
-        return compare(means[0], claim), spread(sets[0])
+        return compare(means[0], claim), spread(values[0])
     if claim["kind"] == "ratio":
         ratio = means[0] / means[1]
-        return compare(ratio, claim), f"{ratio:.4g} = {spread(sets[0])} / {spread(sets[1])}"
-    shown = "; ".join(f"{n}: {spread(v)}" for n, v in zip(names, sets))
+        return compare(ratio, claim), f"{ratio:.4g} = {spread(values[0])} / {spread(values[1])}"
+    shown = "; ".join(f"{n}: {spread(v)}" for n, v in zip(claim["runs"], values))
     return all(a < b for a, b in zip(means, means[1:])), shown  # less_than and ordering: ascending
+
+
+def _steps(n: float) -> str:
+    return "never" if math.isinf(n) else f"{n:.0f}"
+
+
+def _iterations(claim: Mapping, sets: Sequence[Sequence[pd.DataFrame]]) -> tuple[bool, str]:
+    """time_to_target and speedup: iterations until the seed-mean curve reaches the target."""
+    higher, metric = higher_is_better(claim), claim["metric"]
+    curves = [mean_curve(tables, metric) for tables in sets]
+    base = curves[0].dropna()
+    target = float(claim["target"]) if "target" in claim else float(base.max() if higher else base.min())
+    reach = f"{metric} {'≥' if higher else '≤'} {target:.4g}"
+    steps = [iterations_to(curve, target, higher) for curve in curves]
+    if claim["kind"] == "time_to_target":
+        return compare(steps[0], claim), f"{_steps(steps[0])} iterations to {reach}"
+    ratio = steps[0] / steps[1] if steps[1] > 0 else math.inf
+    ratio = math.nan if math.isinf(steps[0]) else ratio  # the baseline never reaching its target: no speed-up
+    shown = f"{ratio:.3g}x: {_steps(steps[0])} / {_steps(steps[1])} iterations to {reach}"
+    return (not math.isnan(ratio) and compare(ratio, claim)), shown
+
+
+def _not_here(spec: Mapping, claim: Mapping, where: str, budget: str) -> str:
+    """Why a claim cannot be evaluated on this machine under this budget ('' when it can)."""
+    if claim["where"] == "gpu" and where != "gpu":
+        return "needs a GPU (where=gpu)"
+    if claim.get("budget") not in (None, budget):
+        return f"needs budget={claim['budget']}"
+    for name in claim["runs"]:
+        missing = data_missing(spec, name, budget)
+        if missing:
+            return f"data missing: {missing}"
+    return ""
 
 
 def evaluate(spec: Mapping, claim: Mapping, results_dir: str | Path, where: str = "cpu",
              budget: str = "quick") -> Verdict:
     """The verdict of one claim from the runs under results_dir: computed, never taken from the file."""
-    if claim["where"] == "gpu" and where != "gpu":
-        return Verdict(dict(claim), "not run", why="needs a GPU (where=gpu)")
+    why = _not_here(spec, claim, where, budget)
+    if why:
+        return Verdict(dict(claim), "not run", why=why)
     sets, paths = [], []
     for name in claim["runs"]:
-        values, why, run_dirs = run_values(spec, name, claim, results_dir, budget)
+        tables, why, run_dirs = seed_tables(spec, name, claim["metric"], results_dir, budget)
         paths += run_dirs
         if why:
             return Verdict(dict(claim), "not run", why=why, paths=paths)
-        sets.append(values)
-    holds, ours = _outcome(claim, [float(v.mean()) for v in sets], sets)
+        sets.append(tables)
+    try:
+        holds, ours = (_iterations if claim["kind"] in ("time_to_target", "speedup") else _points)(claim, sets)
+    except Unanswered as err:
+        return Verdict(dict(claim), "not run", why=str(err), paths=paths)
     return Verdict(dict(claim), "reproduced" if holds else "not reproduced", ours=ours, paths=paths)
 
 
@@ -197,4 +320,10 @@ def paper_number(claim: Mapping) -> str:
     shown = {"approx": "≈", "below": "<", "above": ">"}[claim["compare"]] + f" {claim['value']}"
     if claim["compare"] == "approx":
         shown += " (" + ", ".join(f"{k} {v}" for k, v in tol.items()) + ")"
+    reach = f"{claim['metric']} {'≥' if higher_is_better(claim) else '≤'} "
+    if claim["kind"] == "time_to_target":
+        return f"iterations to {reach}{claim['target']} {shown}"
+    if claim["kind"] == "speedup":
+        target = claim.get("target", f"{claim['runs'][0]}'s best")
+        return f"speed-up of {claim['runs'][1]} over {claim['runs'][0]} to {reach}{target} {shown}"
     return shown if claim["kind"] == "final" else f"{' / '.join(claim['runs'])} {shown}"

@@ -1,9 +1,11 @@
-"""python -m optbench.reproduce paper=NAME [where=cpu] [budget=quick|full] [results_dir=results/reproduce]
-[reports_dir=reports]: run the runs a paper's claims need, evaluate every claim, write reports/<paper>.md.
+"""python -m optbench.reproduce paper=NAME [where=cpu|gpu] [budget=quick|full] [results_dir=results/reproduce]
+[reports_dir=reports] [data_dir=PATH] [jobs=N] [figures=true|false]: run the runs a paper's claims need,
+evaluate every claim, draw the paper's figures, write reports/<paper>.{md,html,json}.
 
-Runs go through the ordinary trainer as a Hydra multirun (``python -m optbench.cli -m ...``), so a second call
-resumes or skips what is done. Only claims that can run here are run (a ``where: gpu`` claim on a CPU is
-reported ``not run``). The report is Markdown only; an HTML page with figures is not written yet.
+Runs go through the ordinary trainer as Hydra multiruns (``python -m optbench.cli -m ...``), ``jobs`` run sets
+at a time, so a second call resumes or skips what is done. Only claims that can run here are run: a ``where: gpu``
+claim on a CPU, a claim of the other budget, and a claim whose dataset is not on disk are reported ``not run``
+with why, and their runs are not started.
 """
 
 from __future__ import annotations
@@ -11,19 +13,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from optbench import claims as c
+from optbench import reports
 
-ARGS = {"paper": None, "where": "cpu", "budget": "quick", "results_dir": "results/reproduce", "reports_dir": "reports"}
+ARGS = {"paper": None, "where": "cpu", "budget": "quick", "results_dir": "results/reproduce", "reports_dir": "reports",
+        "data_dir": None, "jobs": str(os.cpu_count() or 1), "figures": "true"}
 
 
-def needed_run_sets(spec: Mapping, where: str) -> list[str]:
-    """The run sets of the claims that can run here, in file order, each once."""
+def needed_run_sets(spec: Mapping, where: str, budget: str = "quick") -> list[str]:
+    """The run sets of the claims that can run here (device, budget, data), in file order, each once."""
     names: list[str] = []
     for claim in spec["claims"]:
-        if claim["where"] == "cpu" or where == "gpu":
+        if claim["where"] == "gpu" and where != "gpu" or claim.get("budget") not in (None, budget):
+            continue
+        if not any(c.data_missing(spec, n, budget) for n in claim["runs"]):
             names += [n for n in claim["runs"] if n not in names]
     return names
 
@@ -35,41 +43,41 @@ def run_command(spec: Mapping, name: str, results_dir: str, budget: str) -> list
             f"results_dir={results_dir}", "trainer.progress=false"]
 
 
+def _run_one(spec: Mapping, name: str, args: Mapping) -> None:
+    """A run set's multirun; a failure is printed and left to its claims' verdicts (not run), not raised."""
+    command = run_command(spec, name, args["results_dir"], args["budget"])
+    start = time.perf_counter()
+    done = subprocess.run(command, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+    took = time.perf_counter() - start
+    if done.returncode:
+        print(f"optbench.reproduce: run set {name} failed after {took:.0f} s:\n{done.stderr[-2000:]}",
+              file=sys.stderr, flush=True)
+    else:
+        print(f"optbench.reproduce: {name} ({' '.join(command[4:-3])}) done in {took:.0f} s", flush=True)
+
+
 def run_all(spec: Mapping, args: Mapping) -> None:
-    """Run each needed run set; a failed run set is reported by its claims' verdicts (not run), not raised."""
-    for name in needed_run_sets(spec, args["where"]):
-        command = run_command(spec, name, args["results_dir"], args["budget"])
-        print("optbench.reproduce:", " ".join(command[1:]), flush=True)
-        done = subprocess.run(command, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
-        if done.returncode:
-            print(f"optbench.reproduce: run set {name} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+    """Each needed run set, ``jobs`` at a time (every run set its own directories; runs lock them anyway)."""
+    names = needed_run_sets(spec, args["where"], args["budget"])
+    with ThreadPoolExecutor(max_workers=max(1, int(args["jobs"]))) as pool:
+        list(pool.map(lambda name: _run_one(spec, name, args), names))
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def report(spec: Mapping, verdicts: Sequence[c.Verdict], args: Mapping) -> str:
-    """The Markdown report: one row per claim, then each claim's statement, source and substitute."""
-    lines = [f"# Reproduction report: {spec.get('title') or spec['paper']}", "",
-             f"Computed by `python -m optbench.reproduce paper={spec['paper']} where={args['where']} "
-             f"budget={args['budget']}` from the runs under `{args['results_dir']}`; verdicts are computed from "
-             "the runs' metrics.csv, never written by hand. Numbers: mean ± std over seeds (n seeds).", "",
-             "| claim | paper | optbench | verdict | runs |", "|---|---|---|---|---|"]
-    for v in verdicts:
-        verdict = v.verdict + (f" ({v.why})" if v.why else "")
-        runs = "<br>".join(f"`{p}`" for p in v.paths)
-        lines.append(f"| {_cell(v.claim['id'])} | {_cell(c.paper_number(v.claim))} | {_cell(v.ours or '—')} | "
-                     f"{_cell(verdict)} | {runs} |")
-    lines += ["", "## Claims", ""]
-    for v in verdicts:
-        claim = v.claim
-        lines.append(f"- **{claim['id']}** ({claim['source']}; {claim['kind']} of `{claim['metric']}`"
-                     f"{', epoch ' + str(claim['epoch']) if claim.get('epoch') is not None else ''}, "
-                     f"where {claim['where']}): {claim['statement']}"
-                     + (f" Substitute: {claim['substitute']}." if claim.get("substitute") else ""))
-    return "\n".join(lines) + "\n"
+def draw_figures(spec: Mapping, args: Mapping) -> tuple[list[str], list[str]]:
+    """The claims file's figures through ``python -m optbench.plot`` into reports/figures/<paper>: (the PNG and
+    PDF files written, why each figure that failed was not drawn)."""
+    written, failed = [], []
+    plots_dir = Path(args["reports_dir"]) / "figures" / spec["paper"]
+    for plot_args in spec.get("figures") or []:
+        command = [sys.executable, "-m", "optbench.plot", *plot_args, f"results_dir={args['results_dir']}",
+                   f"plots_dir={plots_dir}"]
+        done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+        paths = [line[len("wrote "):] for line in done.stdout.splitlines() if line.startswith("wrote ")]
+        written += [p for p in paths if p.endswith(".png")]
+        if done.returncode or not paths:
+            failed.append(f"{' '.join(plot_args)}: {(done.stderr.strip().splitlines() or ['no figure written'])[-1]}")
+    return written, failed
 
 
 def parse(argv: Sequence[str]) -> dict:
@@ -81,23 +89,31 @@ def parse(argv: Sequence[str]) -> dict:
             raise SystemExit(f"optbench.reproduce: unknown argument {arg!r} (keys: {', '.join(ARGS)})")
         args[key] = value
     if not args["paper"]:
-        raise SystemExit("optbench.reproduce: paper=NAME is required")
-    if args["where"] not in ("cpu", "gpu") or args["budget"] not in ("quick", "full"):
+        papers = ", ".join(sorted(p.stem for p in c.claims_path("x").parent.glob("*.yaml")))
+        raise SystemExit(f"optbench.reproduce: paper=NAME is required (papers: {papers})")
+    if args["where"] not in ("cpu", "gpu") or args["budget"] not in c.BUDGETS:
         raise SystemExit("optbench.reproduce: where is cpu|gpu and budget is quick|full")
+    if not args["jobs"].isdigit() or args["figures"] not in ("true", "false"):
+        raise SystemExit("optbench.reproduce: jobs is a whole number and figures is true|false")
     return args
 
 
 def main(argv: Sequence[str]) -> int:
     args = parse(argv)
+    if args["data_dir"]:
+        os.environ["OPTBENCH_DATA_DIR"] = str(Path(args["data_dir"]).resolve())  # the runs' data_dir default
     spec = c.load_claims(args["paper"])
+    start = time.perf_counter()
     run_all(spec, args)
     verdicts = c.evaluate_all(spec, args["results_dir"], args["where"], args["budget"])
-    out = Path(args["reports_dir"]) / f"{args['paper']}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report(spec, verdicts, args))
+    figures, failed = draw_figures(spec, args) if args["figures"] == "true" else ([], [])
+    report = reports.record(spec, verdicts, {"where": args["where"], "budget": args["budget"],
+                                             "results_dir": args["results_dir"], "figures": figures,
+                                             "figures_failed": failed, "elapsed_s": time.perf_counter() - start})
     for v in verdicts:
         print(f"{v.claim['id']}: {v.verdict} {v.ours} {v.why}".rstrip())
-    print(f"optbench.reproduce: wrote {out}")
+    for path in reports.write(report, args["reports_dir"]):
+        print(f"optbench.reproduce: wrote {path}")
     return 0
 
 

@@ -51,28 +51,39 @@ def _download(name: str, data_dir: Path) -> None:
     cls(str(data_dir), train=True, download=True)
 
 
-def load_cifar(name: str, data_dir: str | Path, download: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{'train': (uint8 [50000, 32, 32, 3], int64 [50000]), 'test': (... [10000] ...)} for cifar10 / cifar100."""
+def _how_to_get(name: str, root: Path) -> str:
+    return (f"Download {_URLS[name]} and unpack it into {root} (`tar xzf {_URLS[name].rsplit('/', 1)[1]} -C {root}`),"
+            " or pass task.download=true when online.")
+
+
+def find_cifar_files(name: str, data_dir: str | Path) -> Path:
+    """The folder holding all of a CIFAR set's batch files; a missing file is a DatasetNotFoundError that names
+    it and says where to get the archive."""
     if name not in LAYOUTS:
         raise ValueError(f"unknown CIFAR dataset {name!r}; valid: {', '.join(LAYOUTS)}")
-    folder, train_files, test_files, label_key, _ = LAYOUTS[name]
+    folder, train_files, test_files, _, _ = LAYOUTS[name]
     root = Path(data_dir).expanduser()
-    base = root / folder
+    missing = [root / folder / f for f in train_files + test_files if not (root / folder / f).is_file()]
+    if missing:
+        raise DatasetNotFoundError(name, missing[0], _how_to_get(name, root))
+    return root / folder
 
-    def missing() -> list[Path]:
-        return [base / f for f in train_files + test_files if not (base / f).is_file()]
 
-    if missing() and download:
+def load_cifar(name: str, data_dir: str | Path, download: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{'train': (uint8 [50000, 32, 32, 3], int64 [50000]), 'test': (... [10000] ...)} for cifar10 / cifar100."""
+    root = Path(data_dir).expanduser()
+    try:
+        base = find_cifar_files(name, root)
+    except DatasetNotFoundError as missing:
+        if not download:
+            raise
         try:
             _download(name, root)
         except Exception as err:  # offline, bad mirror, ...
-            raise DatasetNotFoundError(name, missing()[0], f"Download failed ({err}). Fetch {_URLS[name]} and "
+            raise DatasetNotFoundError(name, missing.path, f"Download failed ({err}). Fetch {_URLS[name]} and "
                                        f"unpack it into {root} (tar xzf ... -C {root}).") from err
-    if missing():
-        raise DatasetNotFoundError(
-            name, missing()[0],
-            f"Download {_URLS[name]} and unpack it into {root} (`tar xzf {_URLS[name].rsplit('/', 1)[1]} -C {root}`),"
-            f" or pass task.download=true when online.")
+        base = find_cifar_files(name, root)
+    _, train_files, test_files, label_key, _ = LAYOUTS[name]
     out = {}
     for split, files in (("train", train_files), ("test", test_files)):
         parts = [read_batch(base / f, label_key) for f in files]

@@ -32,16 +32,22 @@ HOW_TO_GET = ("ImageNet needs an account: register at https://image-net.org, dow
               "class folders).")
 
 
+def split_dir(data_dir: str | Path, split: str) -> Path:
+    """``<data_dir>/imagenet/<split>``, which must be a folder (its class folders are ImageFolder's to check)."""
+    root = Path(data_dir).expanduser() / FOLDER
+    path = root / split
+    if not path.is_dir():
+        raise DatasetNotFoundError("ImageNet", path, HOW_TO_GET.format(root=root))
+    return path
+
+
 def image_folder(data_dir: str | Path, split: str):
     """torchvision ImageFolder of ``<data_dir>/imagenet/<split>``; a missing or empty folder is a
     DatasetNotFoundError that names it and says how to get ImageNet."""
     from torchvision.datasets import ImageFolder
 
-    root = Path(data_dir).expanduser() / FOLDER
-    path = root / split
-    how = HOW_TO_GET.format(root=root)
-    if not path.is_dir():
-        raise DatasetNotFoundError("ImageNet", path, how)
+    path = split_dir(data_dir, split)
+    how = HOW_TO_GET.format(root=path.parent)
     try:
         return ImageFolder(str(path))
     except FileNotFoundError as err:  # no class folders (e.g. the flat official val), or no images in them

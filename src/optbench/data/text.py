@@ -114,12 +114,18 @@ def load_word_corpus(dataset: str, data_dir: str | Path) -> Corpus:
     return Corpus(vocab, *(vocab.encode(tokens[s]) for s in SPLITS))
 
 
-def load_char_corpus(data_dir: str | Path, fractions: tuple[float, float] = (0.9, 0.05)) -> Corpus:
-    """TinyShakespeare: characters, split in order by ``fractions`` (train, valid; test gets the rest)."""
+def char_corpus_path(data_dir: str | Path) -> Path:
+    """``<data_dir>/tinyshakespeare/input.txt`` (any plain text in that place is a character corpus)."""
     folder, name, how = TINYSHAKESPEARE
     path = Path(data_dir).expanduser() / folder / name
     if not path.is_file():
         raise DatasetNotFoundError("tinyshakespeare", path, how)
+    return path
+
+
+def load_char_corpus(data_dir: str | Path, fractions: tuple[float, float] = (0.9, 0.05)) -> Corpus:
+    """TinyShakespeare: characters, split in order by ``fractions`` (train, valid; test gets the rest)."""
+    path = char_corpus_path(data_dir)
     with reading(path, "it must be UTF-8 text"):
         text = path.read_text(encoding="utf-8")
     vocab = Vocabulary(sorted(set(text)))

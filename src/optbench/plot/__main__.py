@@ -1,7 +1,8 @@
 """optbench's plotter: run directories -> figures and tables.
 
-  python -m optbench.plot figure=NAME [results_dir=DIR] [plots_dir=plots]
-      a paper's figures: configs/figure/NAME.yaml -> plots/NAME/*.{{png,pdf}}   (figures: {figures})
+  python -m optbench.plot figure=NAME [results_dir=DIR] [plots_dir=plots] [only=[a,b]]
+      a paper's figures: configs/figure/NAME.yaml -> plots/NAME/*.{{png,pdf}}   (figures: {figures});
+      only: just those figures of the file (e.g. figure=adamp only=toy)
   python -m optbench.plot table=NAME [results_dir=DIR] [plots_dir=plots]
       a paper's tables: configs/table/NAME.yaml -> plots/tables/NAME.{{md,tex}}  (tables: {tables})
   python -m optbench.plot table=tuned [results_dir=DIR] [task=NAME] [metric=loss] [select=best|final]
@@ -31,7 +32,7 @@ from optbench.plot.specs import SpecError, load_figure_spec, load_table_spec
 
 DEFAULTS = {"figure": None, "table": None, "ranking": False, "results_dir": None, "task": None, "optims": None,
             "metrics": ["train_loss", "val_loss", "val_acc"], "out": None, "plots_dir": "plots", "metric": "loss",
-            "select": "best"}
+            "select": "best", "only": None}
 BUILT_IN = {"figure": ["sensitivity", "aggmo_rates"], "table": ["tuned"]}  # no spec file: from any results
 
 
@@ -114,7 +115,12 @@ def _figure(name: str, args) -> None:
     runs = load_runs(results)
     if not runs:
         print(f"figure={name}: no run directories under {results}; drawing empty panels", file=sys.stderr)
-    for path in draw_all(spec, runs, Path(args.plots_dir)):
+    only = [args.only] if isinstance(args.only, str) else list(args.only or [])
+    try:
+        paths = draw_all(spec, runs, Path(args.plots_dir), only)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
+    for path in paths:
         print(f"wrote {path}")
 
 

@@ -317,10 +317,15 @@ def _legend(fig, axes, where: str) -> None:
                    bbox_to_anchor=(0.5, 0.0))  # below the panels; save_figure's tight box keeps it
 
 
-def draw_all(fig_file: FigureFile, runs: Sequence[Run], plots_dir: Path) -> list[Path]:
-    """Every figure of a spec file into plots_dir/<spec name>/<figure name>.{png,pdf}."""
+def draw_all(fig_file: FigureFile, runs: Sequence[Run], plots_dir: Path, only: Sequence[str] | None = None
+             ) -> list[Path]:
+    """Every figure of a spec file (or those named in ``only``) into plots_dir/<spec name>/<figure name>.{png,pdf}."""
+    names = [f.name for f in fig_file.figures]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ValueError(f"figure={fig_file.name} has no figure {', '.join(unknown)}; its figures: {', '.join(names)}")
     written = []
-    for fig_spec in fig_file.figures:
+    for fig_spec in (f for f in fig_file.figures if not only or f.name in only):
         fig = draw_figure(fig_file, fig_spec, runs)
         written += save_figure(fig, plots_dir / fig_file.name / fig_spec.name)
     return written
