@@ -207,3 +207,17 @@ def test_reports_and_the_readme_status_table_come_from_the_verdicts(tmp_path, di
     table = {row[1]: row[2] for row in markdown_rows(text)}
     assert table == {"claim": "verdict", "adam_faster": "reproduced", "false_claim": "not reproduced",
                      "on_gpu": "not run (needs a GPU (where=gpu))"}
+
+
+def test_runner_hydra_starts_one_multirun_per_run_set_on_the_named_launcher(monkeypatch, adamp):
+    import optbench.reproduce as r
+
+    seen = []
+    monkeypatch.setattr(r.subprocess, "run", lambda command, **kw: seen.append(command) or
+                        subprocess.CompletedProcess(command, 0, "", ""))
+    args = r.parse(["paper=adamp", "runner=hydra", "launcher=joblib", "jobs=1", "results_dir=R"])
+    r.run_all(adamp, args)
+    assert [cmd[3:6] for cmd in seen] == [["-m", "hydra/launcher=joblib", "experiment=adamp/toy"]] * 3
+    assert seen[2][-4:] == ["optim=sgdp", "seed=0,1", "results_dir=R", "trainer.progress=false"]
+    with pytest.raises(SystemExit, match="runner is local\\|hydra"):
+        r.parse(["paper=adamp", "runner=slurm"])
