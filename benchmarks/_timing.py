@@ -29,16 +29,19 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object
     return time.perf_counter() - start, result
 
 
-def time_trainer(cfg: dict, task, run_dir: Path, device: torch.device, epochs: int) -> tuple[float, float, Trainer]:
+def time_trainer(cfg: dict, task, run_dir: Path, device: torch.device, epochs: int, warmup_epochs: int = 0
+                 ) -> tuple[float, float, Trainer]:
     """Train ``epochs`` epochs through optbench's Trainer: (whole fit() seconds, training-only seconds, trainer).
-    The epoch-0 evaluation and first checkpoint run before the clock starts."""
+    The epoch-0 evaluation, the first checkpoint and ``warmup_epochs`` untimed epochs (torch.compile's
+    compilation, cuDNN's first calls) run before the clock starts."""
     run_dir.mkdir(parents=True)
     trainer = Trainer(cfg, task, build_optimizer(task.model.parameters(), optimizer_config(cfg)), run_dir, device)
-    trainer.epochs = 0
+    trainer.epochs = warmup_epochs
     trainer.fit()
-    trainer.epochs = epochs
+    before = trainer.train_time
+    trainer.epochs = warmup_epochs + epochs
     seconds, _ = timed(trainer.fit, device)
-    return seconds, trainer.train_time, trainer
+    return seconds, trainer.train_time - before, trainer
 
 
 def print_comparison(rows: Sequence[tuple[str, Sequence[float]]], amount: float, unit: str,

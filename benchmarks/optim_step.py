@@ -5,6 +5,10 @@ official implementations where a package has one, all in one process. Prints a m
     python benchmarks/optim_step.py                   # every case
     python benchmarks/optim_step.py --only AdamP SGDP # cases whose name contains one of these
     python benchmarks/optim_step.py --compile         # also torch.compile'd steps of optbench's optimizers
+    python benchmarks/optim_step.py --device cuda     # on a GPU: the multi-tensor paths vs torch foreach and fused
+
+On a GPU every optbench optimizer's default is its multi-tensor (torch._foreach_*) path; torch's Adam and SGD
+run both their foreach and their fused (one CUDA kernel) implementations, so each row reads against both.
 
 The first step of every case is untimed: it allocates the state and, for the fused CPU kernels of AggMo,
 Expectigrad, AdamP and SGDP, compiles them (about 35 s each on 2 cores with a cold Inductor cache).
@@ -34,6 +38,7 @@ from optbench.optim import Hypergrad
 from optbench.optim import SGDP, AdamP, AggMo, Expectigrad, YFOptimizer
 
 BASELINE = "torch Adam (foreach)"
+FUSED_BASELINE = "torch Adam (fused)"
 
 
 def _official(module: str, attr: str) -> Callable[..., torch.optim.Optimizer]:
@@ -57,6 +62,7 @@ class Case:
 
 CASES: list[Case] = [
     Case(BASELINE, lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True)),
+    Case(FUSED_BASELINE, lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True), BASELINE),
     # AggMo, Expectigrad, AdamP, SGDP: the default (on the CPU, for this 11M-parameter group, the fused kernel of
     # optim/_fused.py; off it the multi-tensor path), and the eager per-tensor path next to it
     Case("AggMo", lambda ps: AggMo(ps, lr=0.01, betas=(0.0, 0.9, 0.99)), "torch_optimizer AggMo", True),
@@ -93,15 +99,17 @@ CASES: list[Case] = [
     Case("YFOptimizer", lambda ps: YFOptimizer(ps), "torch SGD momentum (foreach)"),
     Case("YFOptimizer closed loop", lambda ps: YFOptimizer(ps, closed_loop=True), "torch SGD momentum (foreach)"),
     Case("torch SGD momentum (foreach)", lambda ps: torch.optim.SGD(ps, lr=0.01, momentum=0.9, foreach=True)),
+    Case("torch SGD momentum (fused)", lambda ps: torch.optim.SGD(ps, lr=0.01, momentum=0.9, fused=True),
+         "torch SGD momentum (foreach)"),
 ]
 
 
 class Problem:
     """Parameters and gradients shaped like a ResNet-18; each case gets its own copy of the parameters."""
 
-    def __init__(self, device: torch.device, seed: int = 0):
+    def __init__(self, device: torch.device, seed: int = 0, model_name: str = "resnet18"):
         torch.manual_seed(seed)
-        model = build_model("resnet18", num_classes=10)
+        model = build_model(model_name, num_classes=10)
         invariant = {id(w) for _, w in scale_invariant_weights(model)}
         self.init = [p.detach().to(device) for p in model.parameters()]
         self.invariant = [id(p) in invariant for p in model.parameters()]
@@ -130,18 +138,18 @@ def _sync(device: torch.device) -> None:
 
 
 def run(cases: list[Case], device: torch.device, rounds: int, steps: int,
-        clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    problem = Problem(device)
+        clock: Callable[[], float] = time.perf_counter, model_name: str = "resnet18") -> dict[str, float]:
+    problem = Problem(device, model_name=model_name)
     built = {}
     for case in cases:
         params = problem.fresh_params()
         try:
             opt = case.factory(params)
-        except ImportError as exc:
-            print(f"skipping {case.name}: {exc}")
+            problem.orthogonalise(params)
+            opt.step()  # state allocation and first-call costs are not timed
+        except (ImportError, RuntimeError, TypeError) as exc:  # a package not installed; no fused=True in torch
+            print(f"skipping {case.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             continue
-        problem.orthogonalise(params)
-        opt.step()  # state allocation and first-call costs are not timed
         built[case.name] = (params, opt, [])
     for _ in range(rounds):
         for name, (params, opt, times) in built.items():
@@ -171,22 +179,27 @@ def compiled(case: Case) -> Case:
 
 
 def table(cases: list[Case], ms: dict[str, float]) -> str:
-    lines = ["| optimizer | median ms | x Adam-foreach | reference | x reference |", "|---|---:|---:|---|---:|"]
-    base = ms.get(BASELINE)
+    lines = ["| optimizer | median ms | x Adam-foreach | x Adam-fused | reference | x reference |",
+             "|---|---:|---:|---:|---|---:|"]
+    base, fused = ms.get(BASELINE), ms.get(FUSED_BASELINE)
     for case in cases:
         if case.name not in ms:
             continue
         t = ms[case.name]
         vs_base = f"{t / base:.2f}" if base else "-"
+        vs_fused = f"{t / fused:.2f}" if fused else "-"
         ref = case.reference if case.reference in ms else None
         vs_ref = f"{t / ms[ref]:.2f}" if ref else "-"
-        lines.append(f"| {case.name} | {t:.1f} | {vs_base} | {ref or '-'} | {vs_ref} |")
+        digits = 1 if t >= 1 else 3  # a GPU's multi-tensor steps take a fraction of a millisecond
+        lines.append(f"| {case.name} | {t:.{digits}f} | {vs_base} | {vs_fused} | {ref or '-'} | {vs_ref} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", help="substrings of case names to run (the baseline always runs)")
+    parser.add_argument("--model", default="resnet18",
+                        help="whose parameters (an optbench model name; resnet20 for a quick check)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per case per round")
@@ -198,14 +211,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cases = [c for c in CASES if c.name == BASELINE or not args.only or any(s in c.name for s in args.only)]
+    cases = [c for c in CASES if c.name in (BASELINE, FUSED_BASELINE) or not args.only
+             or any(s in c.name for s in args.only)]
     if args.compile:
         cases += [compiled(c) for c in cases if c.compilable]
     device = torch.device(args.device)
     clock = time.process_time if args.clock == "process" else time.perf_counter
-    ms = run(cases, device, args.rounds, args.steps, clock)
+    ms = run(cases, device, args.rounds, args.steps, clock, args.model)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()}-thread CPU"
-    print(f"\noptimizer.step() on ResNet-18 parameters ({where}, torch {torch.__version__}, {args.clock} time)\n")
+    print(f"\noptimizer.step() on {args.model} parameters (device={device}: {where}, torch {torch.__version__}, "
+          f"{args.clock} time, median of {args.rounds} rounds x {args.steps} steps)\n")
     print(table(cases, ms))
 
 

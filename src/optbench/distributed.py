@@ -1,6 +1,8 @@
 """Data parallelism through PyTorch's own engine: ``torchrun --nproc_per_node=N main.py ...`` starts N
 processes; each joins the process group (NCCL on GPUs, gloo on CPU), wraps the model in
-DistributedDataParallel, and trains on its slice of every global batch. Nothing here runs without torchrun.
+DistributedDataParallel, and trains on its slice of every global batch. Nothing here runs without torchrun;
+under torchrun it runs also for one process (``--nproc_per_node=1``: one process group, DDP over one device, the
+same math as a plain run), so the data-parallel path can be checked, and its overhead measured, on one GPU.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ class Context:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun (data parallel even with one process)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -32,11 +35,13 @@ SINGLE = Context()
 
 
 def from_environment() -> Context:
-    """The torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK), or a single process."""
+    """The torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK; torchrun also sets TORCHELASTIC_RUN_ID), or a
+    single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    launched = "TORCHELASTIC_RUN_ID" in os.environ and "RANK" in os.environ
+    if world <= 1 and not launched:
         return SINGLE
-    return Context(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return Context(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")), launched)
 
 
 def setup(ctx: Context, device: torch.device) -> None:

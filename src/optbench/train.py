@@ -85,7 +85,7 @@ class Trainer:
         self.schedule, self.controls = self._run_controls(cfg)
         self.tensorboard = self._tensorboard() if cfg.get("tensorboard") and ctx.is_main else None
         progress = trainer.get("progress", "auto")
-        bar = sys.stderr.isatty() if progress == "auto" else bool(progress)
+        bar = sys.stderr.isatty() if progress == "auto" else progress is True  # "none": neither bar nor lines
         self.progress = Progress(ctx.is_main and bar, lines=ctx.is_main and progress != "none")
 
     def _prepare_model(self, trainer: Mapping) -> None:
@@ -471,8 +471,8 @@ def _run(cfg: Mapping, ctx: distributed.Context, device: torch.device) -> Path:
             lifecycle.clear(run_dir)
         summary = rundir.read_summary(run_dir)
         changed = lifecycle.resumable_changes(run_dir, cfg, summary)
-        say(f"optbench: run directory {run_dir}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""),
-            flush=True)
+        processes = f" ({ctx.world_size} process{'es' * (ctx.world_size > 1)})" if ctx.enabled else ""
+        say(f"optbench: run directory {run_dir}{processes}", flush=True)
         trainer = _build_trainer(cfg, run_dir, device, ctx, say)
         status = _fit_and_record(trainer, cfg, ctx, lifecycle.RunRecord(run_dir, cfg, summary, changed))
     if ctx.is_main:
