@@ -642,13 +642,18 @@ def test_an_applied_step_leaves_the_gradients_bit_for_bit_unchanged():
 def test_extras_names_before_and_after_the_first_step():
     weights, biases = small_problem()
     plain = YFOptimizer(weights + biases)
-    assert plain.extras() == {"mu": 0.0, "mu_hat": 0.0}
+    assert plain.extras() == {"mu": 0.0, "mu_hat": 0.0, "mu_gap": 0.0}
     full = make_optimizer(weights, biases, closed_loop=True)
-    names = ["mu", "mu_alg", "mu_hat", "h_min", "h_max", "C", "D", "skipped"]
+    names = ["mu", "mu_alg", "mu_hat", "h_min", "h_max", "C", "D", "skipped", "mu_gap", "mu_lower_bound",
+             "mu_over_lower_bound"]
     assert list(full.extras()) == names
     train(full, weights + biases, 0, 2)
     extras = full.extras()
     assert list(extras) == names and all(torch.is_tensor(v) and v.dim() == 0 for v in extras.values())
+    assert float(extras["mu_gap"]) == float(extras["mu_hat"] - extras["mu"])
+    h_ratio = math.sqrt(float(extras["h_max"]) / float(extras["h_min"]))
+    assert float(extras["mu_lower_bound"]) == pytest.approx(((h_ratio - 1) / (h_ratio + 1)) ** 2, rel=1e-4)
+    assert float(extras["mu_over_lower_bound"]) == pytest.approx(float(extras["mu"] / extras["mu_lower_bound"]))
 
 
 def test_closure_is_evaluated_and_params_without_grad_are_skipped():

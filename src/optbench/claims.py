@@ -279,12 +279,12 @@ def _not_here(spec: Mapping, claim: Mapping, where: str, budget: str) -> str:
     """Why a claim cannot be evaluated on this machine under this budget ('' when it can)."""
     if claim["where"] == "gpu" and where != "gpu":
         return "needs a GPU (where=gpu)"
-    if claim.get("budget") not in (None, budget):
-        return f"needs budget={claim['budget']}"
-    for name in claim["runs"]:
-        missing = data_missing(spec, name, budget)
+    for name in claim["runs"]:  # before the budget: a missing dataset is what a user can act on first
+        missing = data_missing(spec, name, claim.get("budget") or budget)
         if missing:
             return f"data missing: {missing}"
+    if claim.get("budget") not in (None, budget):
+        return f"needs budget={claim['budget']}"
     return ""
 
 

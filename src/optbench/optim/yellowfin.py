@@ -327,15 +327,25 @@ class YFOptimizer(PaperOptimizer):
             group["lr_factor"] = group["initial_lr_factor"] * float(factor)
 
     def extras(self) -> dict[str, float | torch.Tensor]:
-        """Tuned momentum ``mu`` and the measured total momentum ``mu_hat`` (closed loop adds ``mu_alg``;
-        log_stats adds h_min, h_max, C, D, ``skipped``). 0-d tensors on the device; the lr is in param_groups."""
+        """Tuned momentum ``mu``, the measured total momentum ``mu_hat`` and ``mu_gap`` = mu_hat - mu (what the
+        closed loop drives to zero; closed loop adds ``mu_alg``); log_stats adds h_min, h_max, C, D, ``skipped``,
+        the bound ((sqrt(h_max/h_min) - 1) / (sqrt(h_max/h_min) + 1))^2 as ``mu_lower_bound`` and
+        ``mu_over_lower_bound`` (1 where the bound, not the variance, sets mu). 0-d tensors on the device, so
+        logging them needs no host sync; the lr is in param_groups."""
         names = ["mu", "mu_alg", "mu_hat"] if self._cfg["closed_loop"] else ["mu", "mu_hat"]
         if self.log_stats:
             names += ["h_min", "h_max", "C", "D", "skipped"]
         if not self.tuner:  # before the first step
             initial = {"mu": self._cfg["mu"], "mu_alg": self._cfg["mu"], "mu_hat": self._cfg["mu"]}
-            return {name: initial.get(name, 0.0) for name in names}
-        return {name: self.tuner[name] for name in names}
+            out = {name: initial.get(name, 0.0) for name in names}
+            out["mu_gap"] = 0.0
+            return out | ({"mu_lower_bound": 0.0, "mu_over_lower_bound": math.nan} if self.log_stats else {})
+        out = {name: self.tuner[name] for name in names}
+        out["mu_gap"] = self.tuner["mu_hat"] - self.tuner["mu"]
+        if self.log_stats:
+            out["mu_lower_bound"] = momentum_lower_bound(self.tuner["h_min"], self.tuner["h_max"])
+            out["mu_over_lower_bound"] = self.tuner["mu"] / out["mu_lower_bound"]
+        return out
 
     def attach_gradient_delay(self, delay) -> None:
         """Simulated asynchrony (optbench.staleness.DelayedGradients): measure mu_hat against the gradient
