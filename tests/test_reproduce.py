@@ -209,7 +209,7 @@ def test_reports_and_the_readme_status_table_come_from_the_verdicts(tmp_path, di
     assert "old" not in text and text.endswith("after\n") and "mine: 1 reproduced, 1 not reproduced, 1 not run" in text
     table = {row[1]: row[2] for row in markdown_rows(text)}
     assert table == {"claim": "verdict", "adam_faster": "reproduced", "false_claim": "not reproduced",
-                     "on_gpu": "not run (needs a GPU (where=gpu))"}
+                     "on_gpu": "not run: needs a GPU"}
 
 
 def test_runner_hydra_starts_one_multirun_per_run_set_on_the_named_launcher(monkeypatch, adamp):
@@ -224,3 +224,11 @@ def test_runner_hydra_starts_one_multirun_per_run_set_on_the_named_launcher(monk
     assert seen[2][-4:] == ["optim=sgdp", "seed=0,1", "results_dir=R", "trainer.progress=false"]
     with pytest.raises(SystemExit, match="runner is local\\|hydra"):
         r.parse(["paper=adamp", "runner=slurm"])
+
+
+def test_the_readme_status_table_is_generated_from_the_committed_reports(monkeypatch):
+    from conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    assert reports.status_section("reports") in (REPO / "README.md").read_text(), \
+        "README's status table is stale: run `python -m optbench.reports readme=README.md`"

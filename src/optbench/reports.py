@@ -118,13 +118,19 @@ def write(report: Mapping, reports_dir: str | Path) -> list[Path]:
     return paths
 
 
+def short_reason(why: str) -> str:
+    """'data missing: FashionMNIST not found: expected ...' -> 'data missing'; 'needs a GPU (where=gpu)' ->
+    'needs a GPU': the status table's cell, the report keeps the whole reason."""
+    return why.split(":")[0].split(" (")[0]
+
+
 def status_frame(reports_dir: str | Path) -> pd.DataFrame:
     """Every claim of every report under reports_dir: paper, claim, verdict, where, budget."""
     rows = []
     for path in sorted(Path(reports_dir).glob("*.json")):
         report = json.loads(path.read_text())
         rows += [{"paper": report["paper"], "claim": r["id"], "verdict": r["verdict"] + (
-            f" ({r['why'].split(':')[0]})" if r["verdict"] == "not run" else ""), "optbench": r["optbench"] or "—",
+            f": {short_reason(r['why'])}" if r["verdict"] == "not run" else ""), "optbench": r["optbench"] or "—",
             "budget": report["budget"]} for r in report["claims"]]
     return pd.DataFrame(rows, columns=["paper", "claim", "verdict", "optbench", "budget"])
 
@@ -134,12 +140,13 @@ def status_section(reports_dir: str | Path) -> str:
     frame = status_frame(reports_dir)
     if frame.empty:
         raise SystemExit(f"optbench.reports: no reports (*.json) under {reports_dir}; run `bash scripts/reproduce.sh`")
-    tally = frame.assign(verdict=frame["verdict"].str.split(" \\(").str[0]).groupby("paper")["verdict"]
+    tally = frame.assign(verdict=frame["verdict"].str.split(":").str[0]).groupby("paper")["verdict"]
     summary = "; ".join(f"{paper}: " + ", ".join(f"{n} {v}" for v, n in counts.value_counts().items())
                         for paper, counts in tally)
     body = frame.apply(lambda col: col.astype(str).str.replace("|", "\\|")).to_markdown(index=False)
-    return (f"{BEGIN}\nGenerated from `{reports_dir}/*.json` by `bash scripts/reproduce.sh && python -m "
-            f"optbench.reports readme=README.md` ({summary}).\n\n{body}\n{END}")
+    budget = "/".join(sorted(frame["budget"].unique()))
+    return (f"{BEGIN}\nGenerated from `{reports_dir}/*.json` by `BUDGET={budget} bash scripts/reproduce.sh && "
+            f"python -m optbench.reports readme=README.md` ({summary}).\n\n{body}\n{END}")
 
 
 def update_readme(readme: str | Path, reports_dir: str | Path) -> None:

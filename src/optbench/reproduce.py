@@ -104,10 +104,10 @@ def run_all(spec: Mapping, args: Mapping) -> None:
 
 
 def draw_figures(spec: Mapping, args: Mapping) -> tuple[list[str], list[str]]:
-    """The claims file's figures through ``python -m optbench.plot`` into reports/figures/<paper>: (the PNG and
-    PDF files written, why each figure that failed was not drawn)."""
+    """The claims file's figures through ``python -m optbench.plot`` into reports/figures/<spec name>: (the PNG
+    files written, why each figure that failed was not drawn)."""
     written, failed = [], []
-    plots_dir = Path(args["reports_dir"]) / "figures" / spec["paper"]
+    plots_dir = Path(args["reports_dir"]) / "figures"  # the plotter adds the spec's name: figures/<spec>/<name>
     for plot_args in spec.get("figures") or []:
         command = [sys.executable, "-m", "optbench.plot", *plot_args, f"results_dir={args['results_dir']}",
                    f"plots_dir={plots_dir}"]
