@@ -82,6 +82,8 @@ def test_absent_unfinished_and_gpu_claims_are_not_run(tmp_path, adamp):
     (lambda s: s["claims"][0].update(budget="huge"), "budget must be one of quick, full"),
     (lambda s: s["runs"]["sgdp"].update(budgets={"slow": []}), "'slow': budgets are quick, full"),
     (lambda s: s.update(figures=["figure=adamp"]), "figures: each entry is a list"),
+    (lambda s: s["claims"][0].update(log="tensorboard"), "log must be metrics"),
+    (lambda s: s["claims"][0].update(smooth=5), "with log: steps"),
 ])
 def test_claims_files_are_validated_with_the_file_and_key(tmp_path, change, message):
     spec = yaml.safe_load(c.claims_path("adamp").read_text())
@@ -126,7 +128,9 @@ def digits(tmp_path):
         for path, shift in zip(c.run_paths(spec, name, tmp_path), (0.0, 0.02)):
             rows = [{"epoch": e, "step": 100 * e, "train_loss": v + shift, "val_acc": 1 - v / 3} for e, v in
                     enumerate(curve)]
-            write_run(tmp_path, *path.parts[-4:-2], int(path.name[4:]), rows, variant=path.parts[-2])
+            steps = [{"step": 10 * i, "epoch": (10 * i - 1) // 100 + 1, "loss": curve[0] - i / 40 * (2 if name == "adam"
+                      else 1) + (0.2 if i % 2 else 0.0)} for i in range(1, 41)]  # zig-zag: smoothing matters
+            write_run(tmp_path, *path.parts[-4:-2], int(path.name[4:]), rows, steps, variant=path.parts[-2])
     return spec
 
 
@@ -149,6 +153,22 @@ def test_iterations_to_a_target_and_speedups_are_read_off_the_seed_mean_curve(tm
     acc = _check(digits, tmp_path, kind="time_to_target", runs="adam", metric="val_acc", target=0.85,
                  compare="approx", value=200, tolerance={"abs": 0})  # accuracy counts upward
     assert acc.verdict == "reproduced", acc.ours
+
+
+def test_per_iteration_claims_read_steps_csv_smoothed(tmp_path, digits):
+    # the raw loss zig-zags by 0.2 every other logged step; Adam falls twice as fast as SGD
+    raw = _check(digits, tmp_path, kind="time_to_target", runs="sgd", metric="loss", log="steps", target=2.0,
+                 compare="approx", value=120, tolerance={"abs": 0})  # 2.3 - 12/40 at step 120 (even: no bump)
+    assert raw.verdict == "reproduced", raw.ours
+    smooth = _check(digits, tmp_path, kind="time_to_target", runs="sgd", metric="loss", log="steps", smooth=2,
+                    target=2.0, compare="approx", value=170, tolerance={"abs": 0})  # the pair means: 2.4 - (2i - 1) / 80
+    assert smooth.verdict == "reproduced", smooth.ours
+    speed = _check(digits, tmp_path, kind="speedup", runs=["sgd", "adam"], metric="loss", log="steps", smooth=2,
+                   compare="approx", value=1.905, tolerance={"abs": 0.001})  # SGD's best 1.4125 at 400, Adam's at 210
+    assert speed.verdict == "reproduced", speed.ours
+    after = _check(digits, tmp_path, kind="final", runs="adam", metric="loss", log="steps", step=95,
+                   compare="approx", value=1.8, tolerance={"abs": 1e-9})  # the logged step 100: 2.3 - 2 * 10 / 40
+    assert after.verdict == "reproduced", after.ours
 
 
 def test_a_metric_after_n_iterations_is_the_first_epoch_end_past_them(tmp_path, digits):

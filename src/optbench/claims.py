@@ -35,7 +35,7 @@ COMPARES = ("approx", "below", "above")
 BUDGETS = ("quick", "full")
 CLAIM_KEYS = {"required": {"id", "statement", "source", "kind", "runs", "metric", "where"},
               "optional": {"compare", "value", "tolerance", "epoch", "step", "target", "higher", "budget",
-                           "substitute"}}
+                           "log", "smooth", "substitute"}}
 RUN_KEYS = {"required": {"overrides"}, "optional": {"seeds", "budgets"}}
 FILE_KEYS = {"required": {"paper", "runs", "claims"}, "optional": {"title", "budgets", "figures"}}
 FINISHED = ("finished", "reached")
@@ -102,6 +102,11 @@ def _check_quantity(claim: Mapping, where: str) -> None:
         raise ClaimError(f"{where}: target: kind time_to_target needs the target value of {claim['metric']}")
     if claim.get("budget") is not None and claim["budget"] not in BUDGETS:
         raise ClaimError(f"{where}: budget must be one of {', '.join(BUDGETS)}")
+    if claim.get("log", "metrics") not in ("metrics", "steps"):
+        raise ClaimError(f"{where}: log must be metrics (metrics.csv, epoch ends) or steps (steps.csv)")
+    smooth = claim.get("smooth")
+    if smooth is not None and (claim.get("log") != "steps" or not isinstance(smooth, int) or smooth < 1):
+        raise ClaimError(f"{where}: smooth is a window of N >= 1 logged steps, with log: steps")
 
 
 def _check_budgets(budgets: Any, where: str) -> None:
@@ -176,18 +181,24 @@ def _unusable(rows: pd.DataFrame, metric: str, path: Path) -> str:
     return ""
 
 
-def seed_tables(spec: Mapping, name: str, metric: str, results_dir, budget: str
+def seed_tables(spec: Mapping, name: str, claim: Mapping, results_dir, budget: str
                 ) -> tuple[list[pd.DataFrame], str, list[Path]]:
-    """Each seed's metrics.csv rows (epoch order) of a run set, or why they cannot be read, and the run paths."""
-    paths = run_paths(spec, name, results_dir, budget)
-    frame = results.load(results_dir, task=paths[0].parts[-4], optim=paths[0].parts[-3])
+    """Each seed's rows of a run set in step order (metrics.csv, or steps.csv with ``log: steps``, its metric
+    then a rolling mean over ``smooth`` logged steps), or why they cannot be read, and the run paths."""
+    paths, metric = run_paths(spec, name, results_dir, budget), claim["metric"]
+    steps = claim.get("log") == "steps"
+    frame = (results.load_steps if steps else results.load)(results_dir, task=paths[0].parts[-4],
+                                                            optim=paths[0].parts[-3])
     tables = []
     for path in paths:
         rows = frame[frame["path"] == str(path)] if len(frame) else frame
         why = _unusable(rows, metric, path)
         if why:
             return [], why, paths
-        tables.append(rows.sort_values("epoch"))
+        rows = rows.sort_values(["step", "epoch"] if steps else "epoch").copy()
+        if claim.get("smooth"):
+            rows[metric] = rows[metric].rolling(int(claim["smooth"]), min_periods=1).mean()
+        tables.append(rows)
     return tables, "", paths
 
 
@@ -196,7 +207,8 @@ class Unanswered(LookupError):
 
 
 def point(rows: pd.DataFrame, claim: Mapping) -> float:
-    """The metric at ``epoch``, after ``step`` iterations (the first epoch end at or past it), else the last."""
+    """The metric at ``epoch``, after ``step`` iterations (the first logged row at or past it: an epoch end of
+    metrics.csv, a logged step of steps.csv), else the last."""
     metric = claim["metric"]
     if claim.get("epoch") is not None:
         rows = rows[rows["epoch"] == claim["epoch"]]
@@ -296,7 +308,7 @@ def evaluate(spec: Mapping, claim: Mapping, results_dir: str | Path, where: str 
         return Verdict(dict(claim), "not run", why=why)
     sets, paths = [], []
     for name in claim["runs"]:
-        tables, why, run_dirs = seed_tables(spec, name, claim["metric"], results_dir, budget)
+        tables, why, run_dirs = seed_tables(spec, name, claim, results_dir, budget)
         paths += run_dirs
         if why:
             return Verdict(dict(claim), "not run", why=why, paths=paths)
