@@ -19,7 +19,7 @@ from conftest import REPO, compose
 from test_optim_common import CASES, loss_of, make_net
 from test_optim_yellowfin import HostSyncCounter
 from test_scale_out import ENV, assert_same_run, main_py
-from test_trainer_options import TINY_MLP, final, read_csv
+from test_trainer_options import TINY_MLP, assert_compiled_trains_like_eager, final, read_csv
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -151,15 +151,7 @@ def test_channels_last_trains_like_nchw_on_cuda(tmp_path, mini_cifar_dir):
 
 
 def test_compiled_model_trains_like_the_eager_one_on_cuda(tmp_path):
-    from optbench import rundir
-    from optbench.train import run
-
-    eager = run(compose(*CUDA_MLP, "optim=momentum", "task.epochs=1", f"results_dir={tmp_path / 'eager'}"))
-    compiled = run(compose(*CUDA_MLP, "optim=momentum", "task.epochs=1", "trainer.compile=true",
-                           f"results_dir={tmp_path / 'compiled'}"))
-    assert final(compiled, "val_loss") == pytest.approx(final(eager, "val_loss"), rel=1e-4)
-    state = torch.load(compiled / rundir.CHECKPOINT, weights_only=True)["model"]
-    assert not any(k.startswith("_orig_mod") for k in state)
+    assert_compiled_trains_like_eager(tmp_path, CUDA_MLP)
 
 
 def test_one_process_nccl_torchrun_equals_the_plain_run(tmp_path):

@@ -64,14 +64,19 @@ def test_fp16_run_resumes_exactly(tmp_path):
     assert len(rows(copy)) == 4 and rows(copy) == rows(whole)
 
 
-def test_compiled_model_trains_like_the_eager_one(tmp_path):
-    eager = run(compose(*TINY_MLP, "optim=momentum", "task.epochs=1", f"results_dir={tmp_path / 'eager'}"))
-    compiled = run(compose(*TINY_MLP, "optim=momentum", "task.epochs=1", "trainer.compile=true",
+def assert_compiled_trains_like_eager(tmp_path: Path, model_args: list[str]) -> None:
+    """trainer.compile=true gives the eager run's validation loss, and a checkpoint of the plain module."""
+    eager = run(compose(*model_args, "optim=momentum", "task.epochs=1", f"results_dir={tmp_path / 'eager'}"))
+    compiled = run(compose(*model_args, "optim=momentum", "task.epochs=1", "trainer.compile=true",
                            f"results_dir={tmp_path / 'compiled'}"))
     assert final(compiled, "val_loss") == pytest.approx(final(eager, "val_loss"), rel=1e-4)
     # the checkpoint holds the plain module's state (no "_orig_mod." prefixes from the compiled wrapper)
     state = torch.load(compiled / rundir.CHECKPOINT, weights_only=True)["model"]
     assert not any(k.startswith("_orig_mod") for k in state)
+
+
+def test_compiled_model_trains_like_the_eager_one(tmp_path):
+    assert_compiled_trains_like_eager(tmp_path, TINY_MLP)
 
 
 def test_channels_last_feeds_nhwc_and_trains_like_nchw(tmp_path, mini_cifar_dir):

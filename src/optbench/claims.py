@@ -26,6 +26,8 @@ import yaml
 
 from optbench import results, rundir
 from optbench.data.presence import missing_data
+from optbench.plot.measures import first_reach
+from optbench.plot.smoothing import moving_average
 from optbench.run_config import compose_config, config_dir, default_run_config
 
 # kind -> how many run sets it compares (None: two or more)
@@ -197,7 +199,7 @@ def seed_tables(spec: Mapping, name: str, claim: Mapping, results_dir, budget: s
             return [], why, paths
         rows = rows.sort_values(["step", "epoch"] if steps else "epoch").copy()
         if claim.get("smooth"):
-            rows[metric] = rows[metric].rolling(int(claim["smooth"]), min_periods=1).mean()
+            rows[metric] = moving_average(rows[metric], int(claim["smooth"]))  # the figures' smoother
         tables.append(rows)
     return tables, "", paths
 
@@ -232,9 +234,10 @@ def mean_curve(tables: Sequence[pd.DataFrame], metric: str) -> pd.Series:
 
 
 def iterations_to(curve: pd.Series, target: float, higher: bool) -> float:
-    """The first iteration count at which the curve reaches the target (inf if it never does)."""
-    hits = curve[curve >= target] if higher else curve[curve <= target]
-    return float(hits.index[0]) if len(hits) else math.inf
+    """The first iteration count at which the curve reaches the target (inf if it never does), by the same rule
+    as the figures' and tables' time-to-target (plot.measures.first_reach)."""
+    step = first_reach(curve.index, curve.to_numpy(), target, higher)
+    return math.inf if math.isnan(step) else step
 
 
 def compare(value: float, claim: Mapping) -> bool:
