@@ -151,3 +151,9 @@ def test_long_variant_names_stay_short_distinct_and_stable(tmp_path):
     run_dir = run(compose(*TINY_MLP, "task.epochs=1", *[f"++task.extra_setting_{i}={i}" for i in range(12)],
                           f"results_dir={tmp_path}"))
     assert len(run_dir.parent.name) <= 120 and (run_dir / rundir.SUMMARY).exists()
+
+
+def test_progress_none_prints_neither_bar_nor_epoch_lines(tmp_path, capfd):
+    run(compose(*TINY_MLP, "optim=sgd", "task.epochs=1", "trainer.progress=none", f"results_dir={tmp_path}"))
+    out, err = capfd.readouterr()
+    assert "epoch 1/1" not in out + err and "it/s" not in out + err, out + err
